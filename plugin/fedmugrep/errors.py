@@ -1,0 +1,60 @@
+"""One family of errors. Every message says what is wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class FedMugRepError(Exception):
+    """Base class of every error fedmugrep raises on purpose."""
+
+
+class ConfigError(FedMugRepError, ValueError):
+    """A configuration value or argument is invalid."""
+
+
+class PrivacyParameterError(ConfigError):
+    """A privacy parameter (epsilon, delta, sensitivity, bound, ...) is invalid."""
+
+
+class DataValidationError(FedMugRepError, ValueError):
+    """An input file violates the schema.
+
+    Attributes:
+        file: path of the offending file.
+        row: 1-based data row (header excluded) or ``None`` when the problem is file-wide.
+        column: offending column or ``None``.
+        problem: what is wrong.
+        fix: how to fix it.
+    """
+
+    def __init__(
+        self,
+        *,
+        file: str,
+        problem: str,
+        fix: str,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file = str(file)
+        self.row = row
+        self.column = column
+        self.problem = problem
+        self.fix = fix
+        where = [f"file {self.file}"]
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        super().__init__(f"{', '.join(where)}: {problem}. Fix: {fix}")
+
+
+class BudgetExceededError(FedMugRepError):
+    """A release would exceed the privacy budget cap; nothing was released."""
+
+
+class LedgerIntegrityError(FedMugRepError):
+    """The privacy ledger fails verification (an entry was edited, deleted, inserted or reordered)."""
+
+
+class RequestDeniedError(FedMugRepError):
+    """A data owner denied a request; the message carries their reason."""
