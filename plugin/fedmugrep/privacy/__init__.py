@@ -1,1 +1,59 @@
-"""fedmugrep.privacy"""
+"""fedmugrep.privacy: Laplace mechanism, clipping, accountants, the privacy ledger and its audit.
+
+Layout (math apart from bookkeeping apart from the user-facing layer):
+
+* :mod:`~fedmugrep.privacy.analysis` — pure RDP curves, conversion and composition.
+* :mod:`~fedmugrep.privacy.events` — immutable event records accountants consume.
+* :mod:`~fedmugrep.privacy.laplace` — the patent's Laplace mechanism, snapped (Mironov 2012).
+* :mod:`~fedmugrep.privacy.clipping` — L1 clipping, noisy sums and counts.
+* :mod:`~fedmugrep.privacy.accountant` — Opacus-compatible accountants (imports opacus/torch).
+* :mod:`~fedmugrep.privacy.calibration` — noise for a target ε given other releases.
+* :mod:`~fedmugrep.privacy.ledger` — the per-datasite hash-chained budget filter.
+* :mod:`~fedmugrep.privacy.audit` — what ``fedmugrep audit`` shows.
+
+Names are imported lazily, so ``import fedmugrep.privacy`` does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LaplaceEvent": "events",
+    "GaussianEvent": "events",
+    "SubsampledGaussianEvent": "events",
+    "UnsupportedEventError": "events",
+    "snapping_epsilon": "events",
+    "LaplaceMechanism": "laplace",
+    "SecureRandomSource": "laplace",
+    "SeededRandomSource": "laplace",
+    "InsecureRandomnessWarning": "laplace",
+    "laplace_noise": "laplace",
+    "clip_l1_per_record": "clipping",
+    "clip_l1_per_community": "clipping",
+    "noisy_sum_and_count": "clipping",
+    "FedMugRepAccountant": "accountant",
+    "BasicCompositionAccountant": "accountant",
+    "noise_multiplier_for_epsilon": "calibration",
+    "laplace_scale_for_epsilon": "calibration",
+    "Ledger": "ledger",
+    "LedgerEntry": "ledger",
+    "LedgerHead": "ledger",
+    "VerificationReport": "ledger",
+    "compose_events": "analysis.composition",
+    "PrivacySpent": "analysis.composition",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedmugrep.privacy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fedmugrep.privacy.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
