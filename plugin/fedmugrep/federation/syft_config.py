@@ -1,0 +1,338 @@
+"""Configuration of one PySyft datasite run by a data owner (frozen, loadable from TOML).
+
+This module does not import ``syft`` so the CLI can read and check a config quickly.
+
+A datasite keeps everything under its *home* folder::
+
+    home/
+      datasite.toml     the config the server process was started with (no password in it)
+      server.pid        pid of the running HTTP server (removed on clean shutdown)
+      server.log        the server's stdout/stderr
+      syft/identity.json  server id + signing key (created once, mode 0600)
+      syft/db/          PySyft's SQLite database (users, datasets, code, requests, results)
+      syft/blob/        PySyft's blob store (objects over 1 MB)
+
+TOML layout (paths are relative to the TOML file)::
+
+    [datasite]
+    name = "agency-a"
+    home = "agency-a"
+    host = "127.0.0.1"
+    port = 8081
+
+    [admin]
+    email = "owner@agency-a.example"
+    name = "Agency A data owner"
+    password_env = "FEDMUGREP_ADMIN_PASSWORD"   # or: password = "..." (tests only)
+
+    [data]
+    transactions = "data/agency-a-transactions.csv"
+
+    [budget]
+    epsilon_cap = 8.0
+    delta_cap = 1e-5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fedmugrep.errors import ConfigError, PrivacyParameterError
+
+__all__ = [
+    "DEFAULT_PASSWORD_ENV",
+    "DatasiteConfig",
+    "load_datasite_config",
+]
+
+#: Environment variable the admin password is read from when the TOML names none.
+DEFAULT_PASSWORD_ENV = "FEDMUGREP_ADMIN_PASSWORD"
+
+#: PySyft's built-in root password; a datasite must never run with it.
+_SYFT_DEFAULT_PASSWORD = "changethis"  # nosec - listed to be refused
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_SECTIONS: dict[str, frozenset[str]] = {
+    "datasite": frozenset({"name", "home", "host", "port"}),
+    "admin": frozenset({"email", "name", "password", "password_env"}),
+    "data": frozenset(),  # free keys: asset name -> file
+    "budget": frozenset({"epsilon_cap", "delta_cap"}),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasiteConfig:
+    """How one data owner runs their datasite.
+
+    Attributes:
+        name: datasite name (letters, digits, ``_.-``; shown to data scientists).
+        home: folder that holds the datasite's database, blobs, identity, pid and log files.
+        admin_email: e-mail of the root admin (the data owner) created on first start.
+        admin_password: root admin password; ``None`` means "read it from ``admin_password_env``".
+            Never written to disk by fedmugrep and hidden from ``repr``.
+        admin_password_env: environment variable holding the password when ``admin_password`` is None.
+        admin_name: display name of the root admin.
+        host: interface the HTTP server binds to (keep ``127.0.0.1`` unless behind a proxy).
+        port: HTTP port; ``None`` lets :func:`~fedmugrep.federation.syft_runtime.launch_datasite`
+            pick a free one.
+        data_files: asset name -> private data file the owner uploads (informational for the
+            runtime; the CLI uses it).
+        epsilon_cap: the owner's total epsilon budget per data scientist (``None``: not set here).
+        delta_cap: the owner's total delta budget per data scientist (``None``: not set here).
+
+    Raises:
+        ConfigError: on an invalid name, e-mail, port, password or env-var name.
+        PrivacyParameterError: on an invalid budget cap.
+    """
+
+    name: str
+    home: Path
+    admin_email: str
+    admin_password: str | None = field(default=None, repr=False)
+    admin_password_env: str = DEFAULT_PASSWORD_ENV
+    admin_name: str = "Data owner"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    data_files: Mapping[str, Path] = field(default_factory=dict)
+    epsilon_cap: float | None = None
+    delta_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ConfigError(
+                f"datasite name must be 1-63 letters, digits or '_.-' starting with a letter or "
+                f"digit (got {self.name!r}); pass e.g. name='agency-a'"
+            )
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        if not isinstance(self.admin_email, str) or "@" not in self.admin_email:
+            raise ConfigError(
+                f"admin_email must be an e-mail address (got {self.admin_email!r}); "
+                "pass e.g. admin_email='owner@agency-a.example'"
+            )
+        if self.admin_password is not None:
+            _check_password(self.admin_password)
+        if not _ENV_RE.match(self.admin_password_env):
+            raise ConfigError(
+                f"admin_password_env must be an environment variable name (got "
+                f"{self.admin_password_env!r}); pass e.g. '{DEFAULT_PASSWORD_ENV}'"
+            )
+        if not self.host:
+            raise ConfigError("host must not be empty; pass e.g. host='127.0.0.1'")
+        if self.port is not None:
+            if isinstance(self.port, bool) or not isinstance(self.port, int):
+                raise ConfigError(f"port must be an int (got {self.port!r}); pass e.g. 8081")
+            if not 1 <= self.port <= 65535:
+                raise ConfigError(f"port must be in 1..65535 (got {self.port}); pass e.g. 8081")
+        files = {str(k): Path(v) for k, v in dict(self.data_files).items()}
+        object.__setattr__(self, "data_files", MappingProxyType(files))
+        if self.epsilon_cap is not None:
+            eps = float(self.epsilon_cap)
+            if not math.isfinite(eps) or eps <= 0:
+                raise PrivacyParameterError(
+                    f"epsilon_cap must be > 0 and finite (got {self.epsilon_cap}); pass a positive value"
+                )
+            object.__setattr__(self, "epsilon_cap", eps)
+        if self.delta_cap is not None:
+            delta = float(self.delta_cap)
+            if not 0.0 <= delta < 1.0:
+                raise PrivacyParameterError(
+                    f"delta_cap must be in [0, 1) (got {self.delta_cap}); pass e.g. 1e-5"
+                )
+            object.__setattr__(self, "delta_cap", delta)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def syft_dir(self) -> Path:
+        """PySyft's state (database, blobs, identity)."""
+        return self.home / "syft"
+
+    @property
+    def identity_file(self) -> Path:
+        """Server id and signing key, created on first start."""
+        return self.syft_dir / "identity.json"
+
+    @property
+    def pid_file(self) -> Path:
+        """Pid of the running HTTP server."""
+        return self.home / "server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """The HTTP server's stdout/stderr."""
+        return self.home / "server.log"
+
+    @property
+    def toml_file(self) -> Path:
+        """Where :meth:`write_toml` puts the config an HTTP server is started with."""
+        return self.home / "datasite.toml"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``.
+
+        Raises:
+            ConfigError: when no port is set.
+        """
+        if self.port is None:
+            raise ConfigError(
+                f"datasite '{self.name}' has no port; set [datasite] port in its TOML"
+            )
+        return f"http://{self.host}:{self.port}"
+
+    # --------------------------------------------------------------- password
+    def resolve_admin_password(self, env: Mapping[str, str] | None = None) -> str:
+        """The admin password: ``admin_password`` or the value of ``admin_password_env``.
+
+        Raises:
+            ConfigError: when neither is set, or the password is PySyft's default.
+        """
+        if self.admin_password is not None:
+            return self.admin_password
+        environ = os.environ if env is None else env
+        value = environ.get(self.admin_password_env)
+        if not value:
+            raise ConfigError(
+                f"no admin password for datasite '{self.name}': set the environment variable "
+                f"{self.admin_password_env} (or [admin] password in the TOML, for tests only)"
+            )
+        _check_password(value)
+        return value
+
+    def replace(self, **changes: Any) -> DatasiteConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------- TOML
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> DatasiteConfig:
+        """Load a config; see the module docstring for the layout."""
+        return load_datasite_config(path)
+
+    def to_toml(self) -> str:
+        """TOML text of this config with absolute paths and *without* the password."""
+        lines = [
+            "# written by fedmugrep; the admin password is read from the environment",
+            "[datasite]",
+            f"name = {_toml_str(self.name)}",
+            f"home = {_toml_str(str(self.home))}",
+            f"host = {_toml_str(self.host)}",
+        ]
+        if self.port is not None:
+            lines.append(f"port = {self.port}")
+        lines += [
+            "",
+            "[admin]",
+            f"email = {_toml_str(self.admin_email)}",
+            f"name = {_toml_str(self.admin_name)}",
+            f"password_env = {_toml_str(self.admin_password_env)}",
+        ]
+        if self.data_files:
+            lines += ["", "[data]"]
+            lines += [
+                f"{_toml_str(k)} = {_toml_str(str(self._abs(v)))}"
+                for k, v in sorted(self.data_files.items())
+            ]
+        budget = [
+            f"{k} = {v!r}"
+            for k, v in (("epsilon_cap", self.epsilon_cap), ("delta_cap", self.delta_cap))
+            if v is not None
+        ]
+        if budget:
+            lines += ["", "[budget]", *budget]
+        return "\n".join(lines) + "\n"
+
+    def write_toml(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write :meth:`to_toml` to ``path`` (default :attr:`toml_file`) and return the path."""
+        target = Path(path) if path is not None else self.toml_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.to_toml(), encoding="utf-8")
+        return target
+
+    def _abs(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.home / p)
+
+
+def load_datasite_config(path: str | os.PathLike[str]) -> DatasiteConfig:
+    """Read a datasite TOML file (layout in the module docstring).
+
+    Relative ``home`` and ``[data]`` paths are resolved against the TOML file's folder;
+    ``home`` defaults to a folder named after the datasite next to the TOML file.
+
+    Raises:
+        ConfigError: when the file is missing, is not TOML, or has unknown/missing keys.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise ConfigError(f"datasite config {src} does not exist; pass the path of a .toml file")
+    try:
+        raw = tomllib.loads(src.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{src} is not valid TOML ({exc}); fix the syntax") from exc
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"{src}: unknown section [{section}]; valid sections: "
+                + ", ".join(f"[{s}]" for s in _SECTIONS)
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{src}: [{section}] must be a table")
+        allowed = _SECTIONS[section]
+        if allowed:
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise ConfigError(
+                    f"{src}: unknown key(s) {unknown} in [{section}]; valid keys: {sorted(allowed)}"
+                )
+    site = raw.get("datasite", {})
+    admin = raw.get("admin", {})
+    for section, key in (("datasite", "name"), ("admin", "email")):
+        if key not in raw.get(section, {}):
+            raise ConfigError(f"{src}: missing [{section}] {key}; add it")
+    base = src.resolve().parent
+    home = Path(site.get("home", site["name"]))
+    data = {
+        str(k): (Path(v) if Path(v).is_absolute() else base / v)
+        for k, v in raw.get("data", {}).items()
+    }
+    budget = raw.get("budget", {})
+    try:
+        return DatasiteConfig(
+            name=site["name"],
+            home=home if home.is_absolute() else base / home,
+            host=site.get("host", "127.0.0.1"),
+            port=site.get("port"),
+            admin_email=admin["email"],
+            admin_name=admin.get("name", "Data owner"),
+            admin_password=admin.get("password"),
+            admin_password_env=admin.get("password_env", DEFAULT_PASSWORD_ENV),
+            data_files=data,
+            epsilon_cap=budget.get("epsilon_cap"),
+            delta_cap=budget.get("delta_cap"),
+        )
+    except ConfigError as exc:
+        raise type(exc)(f"{src}: {exc}") from exc
+
+
+def _check_password(value: str) -> None:
+    if not isinstance(value, str) or len(value) < 8:
+        raise ConfigError("admin password must have at least 8 characters; choose a longer one")
+    if value == _SYFT_DEFAULT_PASSWORD:
+        raise ConfigError(
+            "admin password is PySyft's public default 'changethis'; choose a private one"
+        )
+
+
+def _toml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,57 @@
+"""A toy remote function that exercises the datasite plumbing end to end.
+
+``toy_round`` is what a data scientist submits (a plain function: no decorator, no globals, no
+annotations, imports inside the body). Its body only forwards to :func:`toy_round_impl`, which is
+part of the fedmugrep installed on the datasite and therefore covered by the contract's code
+hash. The real federation functions (``transaction_step``, ``region_forward``...) follow the same
+shape.
+
+``toy_round_impl`` returns ``round_no * sum(price) + sum(payload)`` computed on the private
+transactions, plus facts the tests check: the datasite's home folder, the caller, and the
+process id (the HTTP server's, not the test's). It writes one line per call to
+``home/toy_calls.log`` so tests can count private executions. It adds no noise: it is a test
+fixture, never to be approved on real data.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fedmugrep.errors import ConfigError
+from fedmugrep.federation.syft_remote import RemoteContext
+
+__all__ = ["toy_round", "toy_round_impl"]
+
+
+def toy_round(data, contract, round_no, payload):
+    from fedmugrep.federation.syft_remote import run_remote
+    from fedmugrep.federation.syft_toy import toy_round_impl
+
+    return run_remote(
+        toy_round_impl, data=data, contract=contract, round_no=round_no, payload=payload
+    )
+
+
+def toy_round_impl(
+    ctx: RemoteContext, data: Any, *, round_no: int, payload: list[float]
+) -> dict[str, Any]:
+    """``round_no * sum(data.price) + sum(payload)`` plus where and for whom it ran.
+
+    Raises:
+        ConfigError: when ``round_no`` is negative (shows how errors reach the caller).
+    """
+    if round_no < 0:
+        raise ConfigError(f"round_no must be >= 0 (got {round_no}); pass the round index")
+    value = round_no * float(data["price"].sum()) + float(sum(payload))
+    log = ctx.home / "toy_calls.log"
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"{round_no}\n")
+    return {
+        "value": value,
+        "home": str(ctx.home),
+        "datasite": ctx.datasite,
+        "caller": ctx.caller,
+        "pid": os.getpid(),
+        "epsilon_per_release": ctx.contract.epsilon_per_release,
+    }

@@ -1,0 +1,134 @@
+"""A real HTTP datasite in a separate process: serve, approve, call, restart, call again.
+
+The server runs a snapshot copy of the fedmugrep package, so that edits to the working tree
+during the test cannot change the code hash the approved privacy contract is bound to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("syft")
+
+import fedmugrep  # noqa: E402
+from fedmugrep.errors import FedMugRepError  # noqa: E402
+from fedmugrep.federation.syft_runtime import (  # noqa: E402
+    DatasiteConfig,
+    DatasiteHandle,
+    PrivacyContract,
+    approve_request,
+    call_remote,
+    code_status,
+    get_asset,
+    launch_datasite,
+    list_requests,
+    login,
+    make_remote_function,
+    register_data_scientist,
+    submit_request,
+    upload_dataset,
+)
+from fedmugrep.federation.syft_server import pid_alive  # noqa: E402
+from fedmugrep.federation.syft_toy import toy_round  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+DS_EMAIL, DS_PASSWORD = "dana@uni.example", "dana-secret-12"
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    """A frozen copy of the fedmugrep package for the server to import."""
+    root = tmp_path / "pkg"
+    shutil.copytree(
+        Path(fedmugrep.__file__).resolve().parent,
+        root / "fedmugrep",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return root
+
+
+@pytest.fixture
+def http_site(tmp_path: Path, snapshot: Path) -> Iterator[DatasiteHandle]:
+    config = DatasiteConfig(
+        name="agency-h",
+        home=tmp_path / "agency-h",
+        admin_email="owner@agency-h.example",
+        admin_password="owner-secret-1",
+    )
+    handle = launch_datasite(config, mode="http", reset=True, pythonpath=[snapshot])
+    try:
+        yield handle
+    finally:
+        pid = handle.pid
+        handle.stop()
+        assert pid is None or not pid_alive(pid)
+
+
+def test_http_datasite_survives_restart_with_data_users_and_approved_code(
+    http_site: DatasiteHandle, snapshot: Path
+) -> None:
+    handle = http_site
+    config = handle.config
+    first_pid = handle.pid
+    assert first_pid is not None and first_pid != os.getpid()
+    assert config.pid_file.read_text().strip() == str(first_pid)
+    assert handle.url == f"http://127.0.0.1:{config.port}"
+    # a second server on the same home is refused before anything is spawned
+    with pytest.raises(FedMugRepError, match="already runs as pid"):
+        launch_datasite(config, mode="http")
+
+    admin = handle.login_admin()
+    upload_dataset(
+        admin,
+        name="transactions",
+        private=pd.DataFrame({"price": [100.0, 200.0, 300.0]}),
+        mock=pd.DataFrame({"price": [1.0, 2.0, 3.0]}),
+        description="toy sales",
+    )
+    register_data_scientist(admin, email=DS_EMAIL, name="Dana", password=DS_PASSWORD)
+    ds = login(handle.url, DS_EMAIL, DS_PASSWORD)  # type: ignore[arg-type]
+    asset = get_asset(ds, "transactions")
+    contract = PrivacyContract.for_installed(
+        mechanisms=("laplace",),
+        epsilon_per_release=0.1,
+        rounds=4,
+        projected_epsilon=0.4,
+        package_dir=snapshot / "fedmugrep",
+    )
+    fn = make_remote_function(
+        toy_round,
+        client=ds,
+        asset=asset,
+        contract=contract,
+        args={"round_no": int, "payload": list},
+    )
+    submit_request(ds, fn)
+    (request,) = list_requests(admin, status="pending", function_name="toy_round")
+    approve_request(request)
+
+    t0 = time.perf_counter()
+    before = [call_remote(ds, "toy_round", data=asset, round_no=r, payload=[0.5]) for r in (1, 2)]
+    per_call = (time.perf_counter() - t0) / 2
+    assert [b["value"] for b in before] == [600.5, 1200.5]
+    assert {b["pid"] for b in before} == {first_pid}  # ran inside the server process
+    assert {b["home"] for b in before} == {str(config.home)}
+    assert {b["caller"] for b in before} == {DS_EMAIL}
+
+    handle.restart()
+    assert handle.pid is not None and handle.pid != first_pid
+    ds = login(handle.url, DS_EMAIL, DS_PASSWORD)  # type: ignore[arg-type]  # user survived
+    asset = get_asset(ds, "transactions")  # dataset survived
+    assert code_status(ds, "toy_round") == "approved"  # approval survived
+    after = call_remote(ds, "toy_round", data=asset, round_no=3, payload=[0.25, 0.25])
+    assert after["value"] == 1800.5  # private data survived
+    assert after["pid"] == handle.pid
+    assert (config.home / "toy_calls.log").read_text().split() == ["1", "2", "3"]
+    print(f"\nHTTP startup {handle.startup_seconds:.1f} s, call {per_call:.3f} s")
