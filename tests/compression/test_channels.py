@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fedmugrep.compression import ChannelLayout, LayoutMismatchError, channel_layout
 from fedmugrep.errors import ConfigError
 

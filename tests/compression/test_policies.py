@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from fedmugrep.compression import (
     SELECTION_POLICIES,
     ChannelLayout,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fedmugrep.compression import ChannelLayout, select_channels, selection_size
 from fedmugrep.errors import ConfigError
 

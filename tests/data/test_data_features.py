@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from fedmugrep.data.features import UNKNOWN, CommunityEncoder, FeatureEncoder
 from fedmugrep.errors import ConfigError, DataValidationError
 

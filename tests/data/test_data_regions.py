@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from fedmugrep.data.geo import haversine_km, km_to_degrees, project_km
 from fedmugrep.data.regions import assign_regions, default_n_communities
 from fedmugrep.errors import ConfigError, DataValidationError

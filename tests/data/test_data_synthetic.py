@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from fedmugrep.commands import synth
 from fedmugrep.data.loading import load_communities, load_mobility, load_transactions
 from fedmugrep.data.synthetic import (
@@ -24,7 +26,6 @@ from fedmugrep.data.synthetic import (
     write_city,
 )
 from fedmugrep.errors import ConfigError
-from scipy import stats
 
 SCHEMA = ["transaction_id", "date", "lat", "lon", "price", "district", "community"]
 PROFILE = ["area_m2", "rooms", "floor", "building_age", "property_type", "has_parking"]

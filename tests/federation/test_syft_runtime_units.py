@@ -7,9 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import fedmugrep
 import pandas as pd
 import pytest
+
+import fedmugrep
 from fedmugrep.errors import BudgetExceededError, ConfigError, PrivacyParameterError
 from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config
 from fedmugrep.federation.syft_contract import (

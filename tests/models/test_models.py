@@ -22,13 +22,19 @@ from fedmugrep.models.region_encoder import RELATIONS, RegionEncoder
 
 
 def test_reprs_show_hyper_parameters():
-    assert repr(DistrictMultiTaskHead(8, 3, hidden=16)) == "DistrictMultiTaskHead(in=8, districts=3, hidden=16)"
+    assert (
+        repr(DistrictMultiTaskHead(8, 3, hidden=16))
+        == "DistrictMultiTaskHead(in=8, districts=3, hidden=16)"
+    )
     assert repr(PrecisionGateFusion(4)) == "PrecisionGateFusion(districts=4)"
     assert repr(EventEncoder(k=5, max_days=90.0, max_km=2.0, hidden=8)) == (
         "EventEncoder(k=5, max_days=90.0, max_km=2.0, hidden=8)"
     )
     assert repr(IntraRegionEncoder(3, 4)) == "IntraRegionEncoder(in=3, out=4)"
-    assert repr(RegionEncoder(5, 4, hidden=8, layers=1)) == "RegionEncoder(attr=5, intra=4, hidden=8, layers=1)"
+    assert (
+        repr(RegionEncoder(5, 4, hidden=8, layers=1))
+        == "RegionEncoder(attr=5, intra=4, hidden=8, layers=1)"
+    )
 
 
 def test_gaussian_nll_matches_torch_distribution():
@@ -51,7 +57,13 @@ def test_fusion_gate_one_returns_first_view():
     f = PrecisionGateFusion(1)
     with torch.no_grad():
         f.gate_logit.fill_(50.0)
-    mu, ls = f(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([5.0]), torch.tensor([0.0]), torch.tensor([0]))
+    mu, ls = f(
+        torch.tensor([1.0]),
+        torch.tensor([0.0]),
+        torch.tensor([5.0]),
+        torch.tensor([0.0]),
+        torch.tensor([0]),
+    )
     assert mu.item() == pytest.approx(1.0, abs=1e-6)
     assert ls.item() == pytest.approx(-0.5 * math.log(2.0), abs=1e-6)
 
@@ -87,7 +99,9 @@ def test_event_encoder_uses_only_incoming_neighbours():
     assert r.grad[2] == 0 and r.grad[3] == 0  # never its own label, never a later node
     assert out[3].abs().sum() == 0  # isolated node: zero message, indicator 0
     out = out.detach()
-    assert out[2, -2] == 1 and out[2, -1].item() == pytest.approx(1.0)  # has neighbours, deg/K = 2/2
+    assert out[2, -2] == 1 and out[2, -1].item() == pytest.approx(
+        1.0
+    )  # has neighbours, deg/K = 2/2
     # the attention-weighted residual is a convex combination of 1 and -1
     assert -1.0 <= out[2, enc.hidden].item() <= 1.0
 
@@ -124,7 +138,14 @@ def _tiny_graph(n: int = 12, c: int = 3) -> tuple[TransactionGraph, CommunityGra
     rel = {r: torch.zeros(2, 0, dtype=torch.long) for r in RELATIONS}
     rel[RELATIONS[0]] = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     tg = TransactionGraph(
-        x, y, torch.ones(n, dtype=torch.bool), torch.arange(n) < 8, comm % 2, comm, ei, ea,
+        x,
+        y,
+        torch.ones(n, dtype=torch.bool),
+        torch.arange(n) < 8,
+        comm % 2,
+        comm,
+        ei,
+        ea,
         torch.tensor([[0, 3], [3, 0]]),
     )
     return tg, CommunityGraph(torch.randn(c, 2, generator=g), rel, {})
@@ -142,8 +163,8 @@ def test_full_model_trains_on_a_tiny_graph():
         loss = m(tg, cg).nll(tg.y, mask)
         loss.backward()
         opt.step()
-        first = first if first is not None else float(loss)
-    assert float(loss) < first - 0.5
+        first = first if first is not None else loss.item()
+    assert loss.item() < first - 0.5
 
 
 def test_calibrate_sigma_gives_unit_variance_on_held_out_rows():

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable
 
 import pytest
+
 from fedmugrep.privacy.laplace import InsecureRandomnessWarning, SeededRandomSource
 
 

@@ -7,6 +7,7 @@ import pickle
 import warnings
 
 import pytest
+
 from fedmugrep.errors import BudgetExceededError, ConfigError
 from fedmugrep.privacy.accountant import (
     ACCOUNTANTS,

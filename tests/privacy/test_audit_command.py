@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from fedmugrep.commands import audit as audit_cmd
 from fedmugrep.errors import BudgetExceededError, LedgerIntegrityError
 from fedmugrep.privacy.events import LaplaceEvent, SubsampledGaussianEvent

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
 from fedmugrep.errors import PrivacyParameterError
 from fedmugrep.privacy.clipping import (
     clip_l1_per_community,
@@ -13,9 +17,6 @@ from fedmugrep.privacy.clipping import (
     per_record_sum_sensitivity,
 )
 from fedmugrep.privacy.events import LaplaceEvent
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 
 def test_clip_hand_case() -> None:

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from fedmugrep.errors import PrivacyParameterError
 from fedmugrep.privacy.events import LaplaceEvent, snapping_epsilon
 from fedmugrep.privacy.laplace import (
@@ -19,7 +21,6 @@ from fedmugrep.privacy.laplace import (
     snap_grid,
     snapping_mechanism,
 )
-from scipy import stats
 
 P_MIN = 1e-3  # explicit p-value threshold of every statistical test here
 

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from fedmugrep.errors import BudgetExceededError, ConfigError
 from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.privacy.events import LaplaceEvent, SubsampledGaussianEvent, UnsupportedEventError
@@ -18,7 +19,6 @@ from fedmugrep.privacy.ledger import (
     LedgerHead,
     payload_digest,
 )
-
 from tests.privacy._ledger_workers import charge_many, die_inside_transaction
 
 DELTA = 1e-5

@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedmugrep.errors import PrivacyParameterError
 from fedmugrep.privacy.analysis.composition import compose_events, event_rdp
 from fedmugrep.privacy.analysis.rdp import (
@@ -22,8 +25,6 @@ from fedmugrep.privacy.events import (
     SubsampledGaussianEvent,
     UnsupportedEventError,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def test_order_grid_covers_dp_accounting_defaults_and_reaches_1024() -> None:

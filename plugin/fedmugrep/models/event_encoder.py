@@ -22,7 +22,9 @@ from torch_geometric.utils import scatter, softmax
 from fedmugrep.models.mlp import MLP
 
 
-def recency_rank(edge_index: torch.Tensor, delta_days: torch.Tensor, num_nodes: int) -> torch.Tensor:
+def recency_rank(
+    edge_index: torch.Tensor, delta_days: torch.Tensor, num_nodes: int
+) -> torch.Tensor:
     """Rank of each edge among its target's incoming edges, most recent first (0-based).
 
     Shapes:
@@ -74,7 +76,9 @@ class EventEncoder(nn.Module):
         self.score.reset_parameters()
         self.message.reset_parameters()
 
-    def edge_features(self, edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    def edge_features(
+        self, edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int
+    ) -> torch.Tensor:
         rank = recency_rank(edge_index, edge_attr[:, 0], num_nodes).clamp(max=self.k - 1)
         return torch.cat(
             [
@@ -101,7 +105,11 @@ class EventEncoder(nn.Module):
         msg = self.message(torch.cat([edge_feat, r], dim=1))
         agg = scatter(alpha.unsqueeze(1) * msg, dst, dim=0, dim_size=num_nodes, reduce="sum")
         agg_r = scatter(alpha.unsqueeze(1) * r, dst, dim=0, dim_size=num_nodes, reduce="sum")
-        deg = torch.bincount(dst, minlength=num_nodes).float().unsqueeze(1) if dst.numel() else torch.zeros(num_nodes, 1)
+        deg = (
+            torch.bincount(dst, minlength=num_nodes).float().unsqueeze(1)
+            if dst.numel()
+            else torch.zeros(num_nodes, 1)
+        )
         return torch.cat([agg, agg_r, (deg > 0).float(), deg / self.k], dim=1)
 
     def __repr__(self) -> str:

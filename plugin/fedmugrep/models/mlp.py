@@ -21,7 +21,12 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int, *, dropout: float = 0.0):
         super().__init__()
-        self.in_dim, self.hidden, self.out_dim, self.dropout = in_dim, tuple(hidden), out_dim, dropout
+        self.in_dim, self.hidden, self.out_dim, self.dropout = (
+            in_dim,
+            tuple(hidden),
+            out_dim,
+            dropout,
+        )
         layers: list[nn.Module] = []
         width = in_dim
         for h in self.hidden:
@@ -42,4 +47,6 @@ class MLP(nn.Module):
         return self.net(x)
 
     def __repr__(self) -> str:
-        return f"MLP({self.in_dim}, hidden={self.hidden}, out={self.out_dim}, dropout={self.dropout})"
+        return (
+            f"MLP({self.in_dim}, hidden={self.hidden}, out={self.out_dim}, dropout={self.dropout})"
+        )

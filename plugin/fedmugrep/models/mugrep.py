@@ -68,6 +68,7 @@ class TransactionGraph:
     event_index: torch.Tensor
     event_attr: torch.Tensor
     intra_index: torch.Tensor
+    event_feat: torch.Tensor | None = None  # cache of EventEncoder.edge_features (no parameters)
 
     @property
     def num_nodes(self) -> int:
@@ -142,7 +143,9 @@ class EventModel(nn.Module):
         # log of a scale fitted on validation data after training (see calibrate_sigma)
         self.register_buffer("log_sigma_offset", torch.zeros(()))
 
-    def intra_sums(self, g: TransactionGraph, n_communities: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def intra_sums(
+        self, g: TransactionGraph, n_communities: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Community sums and counts of the intra-region encoder over ``intra_mask`` rows."""
         idx = torch.nonzero(g.intra_mask).squeeze(1)
         u = torch.cat([g.y[idx].unsqueeze(1), g.x[idx]], dim=1)
@@ -158,7 +161,9 @@ class EventModel(nn.Module):
         zc = z[g.community]
         mu2, ls2 = self.region_head(torch.cat([ex, zc], dim=1), g.district)
         residual = torch.where(g.known, g.y - mu2.detach(), torch.zeros_like(mu2))
-        ev = self.event(residual, g.event_index, g.event_attr, g.num_nodes)
+        if g.event_feat is None:
+            g.event_feat = self.event.edge_features(g.event_index, g.event_attr, g.num_nodes)
+        ev = self.event(residual, g.event_index, g.event_attr, g.num_nodes, edge_feat=g.event_feat)
         d1, ls1 = self.event_head(torch.cat([ex, zc, ev], dim=1), g.district)
         mu1 = mu2 + d1
         mu, ls = self.fusion(mu1, ls1, mu2, ls2, g.district)

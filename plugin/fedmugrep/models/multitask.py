@@ -30,7 +30,9 @@ class DistrictMultiTaskHead(nn.Module):
         x ``[n, in_dim]``, district ``[n]`` (long) -> mu ``[n]``, log_sigma ``[n]``.
     """
 
-    def __init__(self, in_dim: int, n_districts: int, *, hidden: int = 64, min_log_sigma: float = -4.0):
+    def __init__(
+        self, in_dim: int, n_districts: int, *, hidden: int = 64, min_log_sigma: float = -4.0
+    ):
         super().__init__()
         self.in_dim, self.n_districts, self.hidden = in_dim, n_districts, hidden
         self.min_log_sigma = min_log_sigma

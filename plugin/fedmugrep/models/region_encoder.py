@@ -34,7 +34,12 @@ class RegionEncoder(nn.Module):
 
     def __init__(self, attr_dim: int, intra_dim: int, *, hidden: int = 32, layers: int = 2):
         super().__init__()
-        self.attr_dim, self.intra_dim, self.hidden, self.layers = attr_dim, intra_dim, hidden, layers
+        self.attr_dim, self.intra_dim, self.hidden, self.layers = (
+            attr_dim,
+            intra_dim,
+            hidden,
+            layers,
+        )
         self.inp = nn.Linear(attr_dim + intra_dim, hidden)
         self.convs = nn.ModuleList(
             HeteroConv(
