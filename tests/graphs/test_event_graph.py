@@ -278,3 +278,69 @@ def test_invariants_on_a_dense_random_city():
     score = g.edge_attr[:, 1] / 0.8 + g.edge_attr[:, 0] / 180.0
     same = dst[1:] == dst[:-1]
     assert bool((score[1:][same] >= score[:-1][same] - 1e-6).all())
+
+
+# --- the cascade-free "recent" rule -------------------------------------------------------
+
+
+def _recent_reference(lat, lon, t, group, k, max_km, max_days):
+    """Plain O(n^2) statement of the rule: the k rows right before i in its group's
+    (t, row) order, kept when strictly earlier and within the windows."""
+    from fedmugrep.graphs.geo import haversine_km
+
+    n = len(t)
+    edges = set()
+    for i in range(n):
+        before = [j for j in range(n) if group[j] == group[i] and (t[j], j) < (t[i], i)]
+        before.sort(key=lambda j: (t[j], j))
+        for j in before[-k:]:
+            km = float(
+                haversine_km(
+                    np.array([lat[j]]), np.array([lon[j]]), np.array([lat[i]]), np.array([lon[i]])
+                )[0]
+            )
+            if t[j] < t[i] and t[i] - t[j] <= max_days and km <= max_km:
+                edges.add((j, i))
+    return edges
+
+
+def test_recent_rule_matches_reference_and_is_cascade_free():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        n = int(rng.integers(1, 30))
+        k = int(rng.integers(1, 5))
+        lat = 48.85 + rng.uniform(0, 0.02, n)
+        lon = 2.35 + rng.uniform(0, 0.02, n)
+        t = rng.integers(0, 40, n).astype(float)  # many same-day ties
+        group = rng.integers(0, 3, n)
+        g = build_event_graph(lat, lon, t, k=k, max_km=1.5, max_days=15, group=group, rule="recent")
+        got = set(map(tuple, g.edge_index.t().tolist()))
+        assert got == _recent_reference(lat, lon, t, group, k, 1.5, 15)
+        if g.num_edges:
+            assert int(g.out_degree().max()) <= k and int(g.in_degree().max()) <= k
+        assert all(t[j] < t[i] for j, i in got)
+        # removing one record changes the neighbour sets of at most k other targets
+        if n > 1:
+            r = int(rng.integers(0, n))
+            keep = np.array([i for i in range(n) if i != r])
+            g2 = build_event_graph(
+                lat[keep],
+                lon[keep],
+                t[keep],
+                k=k,
+                max_km=1.5,
+                max_days=15,
+                group=group[keep],
+                rule="recent",
+            )
+            before = {i: {j for j, d in got if d == i} for i in keep}
+            after = {int(keep[i]): set() for i in range(len(keep))}
+            for j, i in g2.edge_index.t().tolist():
+                after[int(keep[i])].add(int(keep[j]))
+            changed = [i for i in keep if before[i] - {r} != after[int(i)] or r in before[i]]
+            assert len(changed) <= k
+
+
+def test_recent_rule_rejects_unknown_rule():
+    with pytest.raises(ConfigError, match="rule must be"):
+        build_event_graph([0.0], [0.0], [0.0], k=1, max_km=1, max_days=1, rule="nearest")

@@ -32,7 +32,19 @@ argument that "only ``r`` and its ``<= K`` targets change" is not valid for this
 unless the graph structure is treated as fixed (public) or the loss of every target is
 clipped and counted as affected wherever its neighbourhood may change.
 
-Complexity: targets are processed in time chunks; a KD-tree over the live sources of each
+Cascade-free alternative: ``rule="recent"``
+-------------------------------------------
+Order each group's rows by ``(t, row)``. Target ``i``'s sources are the rows among the ``K``
+*immediately preceding* ``i`` in that order that are strictly earlier in time and within
+``max_days`` / ``max_km`` (so same-day sales are never linked, and a target may get fewer than
+``K``). A row ``r`` can only feed the ``K`` rows right after it, so out-degree ``<= K`` holds by
+construction, and removing ``r`` shifts exactly those ``K`` windows by one position: at most
+``K`` other targets' neighbour sets change, and nothing else does. With per-target L2
+clipping at ``C`` the sum of per-target gradients therefore has L2 sensitivity
+``(1 + 2K) C`` under add/remove of one record. The federation uses this rule;
+``rule="greedy"`` (the default above) links by proximity but lacks this property.
+
+Complexity (greedy): targets are processed in time chunks; a KD-tree over the live sources of each
 chunk answers ranked-prefix queries (details in :mod:`fedmugrep.graphs._greedy`). Roughly
 ``O(n log n + n K)``.
 """
@@ -47,6 +59,7 @@ import torch
 from fedmugrep.errors import ConfigError
 from fedmugrep.graphs import _checks
 from fedmugrep.graphs._greedy import Links, Points, greedy_link
+from fedmugrep.graphs._recent import recent_window_links
 from fedmugrep.graphs.geo import unit_vectors
 
 __all__ = ["EventGraph", "build_event_graph", "build_query_edges"]
@@ -154,6 +167,7 @@ def build_event_graph(
     max_days: float,
     group: np.ndarray | None = None,
     source_mask: np.ndarray | None = None,
+    rule: str = "greedy",
 ) -> EventGraph:
     """Build the event graph of C1 with the choice rule in the module docstring.
 
@@ -167,6 +181,8 @@ def build_event_graph(
         group: optional labels (e.g. community ids); links only within a group.
         source_mask: optional bool mask; rows with ``False`` (e.g. price unknown) are
             never sources but still receive edges, so they do not waste a target's slots.
+        rule: ``"greedy"`` (closest eligible sources, skipping saturated ones) or
+            ``"recent"`` (cascade-free window rule; see the module docstring).
 
     Returns:
         The graph; edges sorted by target, closest first within a target.
@@ -186,6 +202,15 @@ def build_event_graph(
     t = _checks.float_array("t_days", t_days, n)
     codes = None if group is None else _checks.labels("group", group, n)
     allowed = None if source_mask is None else _checks.bool_mask("source_mask", source_mask, n)
+    if rule == "recent":
+        src, dst, attr = recent_window_links(
+            la, lo, t, codes, allowed, k=k, max_km=max_km, max_days=max_days
+        )
+        edge_index = torch.from_numpy(np.stack([src, dst]).astype(np.int64)).reshape(2, -1)
+        edge_attr = torch.from_numpy(attr.astype(np.float32)).reshape(-1, 2)
+        return EventGraph(edge_index, edge_attr, n, k, max_km, max_days)
+    if rule != "greedy":
+        raise ConfigError(f"rule must be 'greedy' or 'recent' (got {rule!r})")
     pts = Points(unit_vectors(la, lo).reshape(n, 3), t, codes, allowed)
     links = greedy_link(pts, pts, k=k, max_km=max_km, max_days=max_days)
     edge_index, edge_attr = _to_tensors(links)

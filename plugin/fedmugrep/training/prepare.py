@@ -27,6 +27,7 @@ class GraphConfig:
     """How graphs are built. ``k`` bounds in- and out-degree of the event graph."""
 
     k: int = 10
+    rule: str = "recent"  # cascade-free: one record changes at most k other targets' inputs
     max_km: float = 3.0
     max_days: float = 180.0
     event_within_community: bool = True
@@ -190,6 +191,7 @@ def transaction_graph(
         max_days=gcfg.max_days,
         group=community if gcfg.event_within_community else None,
         source_mask=known,
+        rule=gcfg.rule,
     )
     ei, ea = eg.edge_index, eg.edge_attr
     idx = np.nonzero(intra_mask)[0]
