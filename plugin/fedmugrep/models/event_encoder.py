@@ -112,5 +112,26 @@ class EventEncoder(nn.Module):
         )
         return torch.cat([agg, agg_r, (deg > 0).float(), deg / self.k], dim=1)
 
+    def forward_dense(
+        self, nbr_residual: torch.Tensor, nbr_feat: torch.Tensor, nbr_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The same computation on padded per-target neighbour lists (for per-target gradients).
+
+        Shapes:
+            nbr_residual ``[B, K]``, nbr_feat ``[B, K, 2 + k]``, nbr_mask ``[B, K]`` (bool)
+            -> ``[B, hidden + 3]``.
+        """
+        score = self.score(nbr_feat).squeeze(-1)
+        score = score.masked_fill(~nbr_mask, float("-inf"))
+        has = nbr_mask.any(dim=-1, keepdim=True)
+        alpha = torch.softmax(torch.where(has, score, torch.zeros_like(score)), dim=-1)
+        alpha = alpha * nbr_mask
+        r = nbr_residual.unsqueeze(-1)
+        msg = self.message(torch.cat([nbr_feat, r], dim=-1))
+        agg = (alpha.unsqueeze(-1) * msg).sum(dim=-2)
+        agg_r = (alpha.unsqueeze(-1) * r).sum(dim=-2)
+        deg = nbr_mask.sum(dim=-1, keepdim=True).to(agg.dtype)
+        return torch.cat([agg, agg_r, (deg > 0).to(agg.dtype), deg / self.k], dim=-1)
+
     def __repr__(self) -> str:
         return f"EventEncoder(k={self.k}, max_days={self.max_days}, max_km={self.max_km}, hidden={self.hidden})"

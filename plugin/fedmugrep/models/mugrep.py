@@ -169,6 +169,52 @@ class EventModel(nn.Module):
         mu, ls = self.fusion(mu1, ls1, mu2, ls2, g.district)
         return Prediction(mu, ls + self.log_sigma_offset, mu1, ls1, mu2, ls2)
 
+    def forward_targets(
+        self,
+        x: torch.Tensor,
+        district: torch.Tensor,
+        zc: torch.Tensor,
+        nbr_residual: torch.Tensor,
+        nbr_feat: torch.Tensor,
+        nbr_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """Per-target forward on dense inputs; equals :meth:`forward` row by row.
+
+        Shapes:
+            x ``[B, d]``, district ``[B]``, zc ``[B, H]``, nbr_* ``[B, K, ...]`` ->
+            six ``[B]`` tensors (mu, log_sigma, mu_event, log_sigma_event, mu_region, log_sigma_region).
+        """
+        ex = torch.nn.functional.gelu(self.x_encoder(x))
+        mu2, ls2 = self.region_head(torch.cat([ex, zc], dim=-1), district)
+        ev = self.event.forward_dense(nbr_residual, nbr_feat, nbr_mask)
+        d1, ls1 = self.event_head(torch.cat([ex, zc, ev], dim=-1), district)
+        mu1 = mu2 + d1
+        mu, ls = self.fusion(mu1, ls1, mu2, ls2, district)
+        return mu, ls + self.log_sigma_offset, mu1, ls1, mu2, ls2
+
+    def dense_inputs(
+        self, g: TransactionGraph, z: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Inputs of :meth:`forward_targets` for ``targets``; neighbour residuals use the
+        current region view (no gradient), exactly as :meth:`forward` does."""
+        with torch.no_grad():
+            ex = torch.nn.functional.gelu(self.x_encoder(g.x))
+            mu2, _ = self.region_head(torch.cat([ex, z[g.community]], dim=1), g.district)
+            residual = torch.where(g.known, g.y - mu2, torch.zeros_like(mu2))
+        if g.event_feat is None:
+            g.event_feat = self.event.edge_features(g.event_index, g.event_attr, g.num_nodes)
+        src, edge = dense_neighbours(g, targets, self.cfg.k)
+        mask = edge >= 0
+        feat = g.event_feat[edge.clamp(min=0)] * mask.unsqueeze(-1)
+        return (
+            g.x[targets],
+            g.district[targets],
+            z[g.community[targets]],
+            residual[src] * mask,
+            feat,
+            mask,
+        )
+
     @torch.no_grad()
     def calibrate_sigma(self, pred: Prediction, y: torch.Tensor, mask: torch.Tensor) -> float:
         """Rescale the fused sigma so held-out standardised errors have unit variance.
@@ -181,6 +227,30 @@ class EventModel(nn.Module):
         s = float(torch.sqrt(z2.mean()))
         self.log_sigma_offset.fill_(float(torch.log(torch.tensor(s))))
         return s
+
+
+def dense_neighbours(
+    g: TransactionGraph, targets: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded incoming-edge lists of ``targets``: source node ids and edge ids.
+
+    Shapes:
+        targets ``[B]`` -> nbr_src ``[B, k]`` (0 where padded), nbr_edge ``[B, k]`` (-1 where padded).
+    """
+    dst = g.event_index[1]
+    order = torch.argsort(dst, stable=True)
+    counts = torch.bincount(dst, minlength=g.num_nodes)
+    start = torch.zeros(g.num_nodes + 1, dtype=torch.long)
+    start[1:] = torch.cumsum(counts, 0)
+    slot = torch.arange(k)
+    first = start[targets].unsqueeze(1)
+    valid = slot.unsqueeze(0) < counts[targets].unsqueeze(1)
+    pos = torch.where(valid, first + slot, torch.zeros_like(first + slot))
+    edge = torch.where(
+        valid, order[pos.clamp(max=max(order.numel() - 1, 0))], torch.full_like(pos, -1)
+    )
+    src = torch.where(valid, g.event_index[0][edge.clamp(min=0)], torch.zeros_like(edge))
+    return src, edge
 
 
 def pooled_mean(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""Local runtime: every party in this process (same party code as the PySyft runtime).
+
+Used by fast tests and benchmarks, and as the reference the PySyft runtime is compared with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedmugrep.data.features import FeatureEncoder
+from fedmugrep.data.loading import (
+    assign_regions,
+    load_communities,
+    load_mobility,
+    load_transactions,
+)
+from fedmugrep.data.synthetic import CityConfig, make_city
+from fedmugrep.federation.coordinator import Coordinator, FederationResult
+from fedmugrep.federation.parties import PublicArtefacts, RegionParty, TransactionParty
+from fedmugrep.federation.plan import FederationPlan
+from fedmugrep.models.mugrep import ModelConfig
+from fedmugrep.training.prepare import (
+    Encoders,
+    GraphConfig,
+    Vocab,
+    community_graph,
+    temporal_split,
+)
+
+
+def public_artefacts(
+    communities: pd.DataFrame, mock: pd.DataFrame, plan: FederationPlan, gcfg: GraphConfig
+) -> PublicArtefacts:
+    """Encoders from the mock transactions; vocabulary and coordinates from the public map
+    (community names, districts and centres); split dates from the mock's date range."""
+    split = temporal_split(mock["date"])
+    train = mock[split.train]
+    y = np.log(train["price"].to_numpy())
+    enc = Encoders(
+        FeatureEncoder().fit(train),
+        Vocab(
+            sorted(communities["district"].astype(str).unique()),
+            sorted(communities["community"].astype(str)),
+        ),
+        float(y.mean()),
+        float(y.std()),
+        float(communities["lat"].mean()),
+        float(communities["lon"].mean()),
+        float(max(communities["lat"].std(), communities["lon"].std())),
+    )
+    cfg = ModelConfig(
+        feature_dim=enc.features.n_features + 2,
+        attr_dim=0,  # set by the region party's table below
+        n_districts=len(enc.vocab.districts),
+        k=gcfg.k,
+        max_days=gcfg.max_days,
+        max_km=gcfg.max_km,
+        intra_dim=plan.intra_dim,
+    )
+    return PublicArtefacts(enc, cfg, gcfg, split.val_start, split.test_start)
+
+
+def run_local(
+    city_dir: Path,
+    plan: FederationPlan,
+    home: Path,
+    *,
+    mock_seed: int = 1000,
+    progress: bool = True,
+    cap_epsilon: float | None = None,
+) -> FederationResult:
+    """Federated training on a synthetic-city folder with every party in-process.
+
+    Each agency's data owner caps the data scientist at ``cap_epsilon`` (default: the plan's
+    target epsilon) before anything runs.
+    """
+    from dataclasses import replace
+
+    city_dir, home = Path(city_dir), Path(home)
+    comms = load_communities(city_dir / "communities.csv")
+    mob = load_mobility(city_dir / "mobility.csv", comms)
+    mock = make_city(CityConfig(seed=mock_seed)).transactions
+    gcfg = GraphConfig(k=plan.k, intra_max_degree=plan.intra_max_degree)
+    public = public_artefacts(comms, mock, plan, gcfg)
+    cg = community_graph(public.encoders, gcfg, comms, mob)  # runs on the region party
+    public.model_config = replace(public.model_config, attr_dim=int(cg.attrs.shape[1]))
+    agencies = {}
+    for f in sorted(city_dir.glob("transactions_agency*.csv")):
+        df = assign_regions(load_transactions(f), comms)
+        name = f.stem.removeprefix("transactions_")
+        party = TransactionParty(name, df, home / f.stem, public, plan)
+        if plan.privacy is not None:
+            cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
+            party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
+        agencies[name] = party
+    region = RegionParty(cg, public.model_config, plan, home / "region")
+    return Coordinator(plan, public, agencies, region).run(progress=progress)

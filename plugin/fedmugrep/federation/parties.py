@@ -1,0 +1,246 @@
+"""What runs on each datasite: the transaction party (model 1) and the region party (model 2).
+
+These classes are the bodies of the remote functions. The local runtime calls them
+in-process; the PySyft runtime calls the same methods inside approved code on a datasite.
+Every value a method returns to the coordinator is either noised and charged to the
+datasite's ledger first (never the other way round), or public.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedmugrep.compression import (
+    PublicAggregatePolicy,
+    SparseUpdate,
+    channel_layout,
+    compress,
+)
+from fedmugrep.federation.plan import FederationPlan
+from fedmugrep.models.mugrep import (
+    CommunityGraph,
+    EventModel,
+    ModelConfig,
+    RegionModel,
+    TransactionGraph,
+)
+from fedmugrep.privacy.laplace import LaplaceMechanism
+from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.training.metrics import distribution_metrics
+from fedmugrep.training.per_target import clipped_gradient_sums
+from fedmugrep.training.prepare import Encoders, GraphConfig, transaction_graph
+
+
+@dataclass
+class PublicArtefacts:
+    """Agreed before training; contains no private value (fitted on mock / public data)."""
+
+    encoders: Encoders
+    model_config: ModelConfig
+    graph_config: GraphConfig
+    val_start: pd.Timestamp
+    test_start: pd.Timestamp
+
+
+def _gaussian(shape: torch.Size, std: float) -> torch.Tensor:
+    """Gaussian noise from a generator seeded by the OS's cryptographic source."""
+    gen = torch.Generator().manual_seed(secrets.randbits(63))
+    return torch.randn(shape, generator=gen, dtype=torch.float64).float() * std
+
+
+@dataclass
+class StepReply:
+    """What a transaction datasite releases each round (all noised when privacy is on)."""
+
+    theta: SparseUpdate
+    z_grad: torch.Tensor
+    loss_sum: float
+    nbytes: int
+
+
+class TransactionParty:
+    """A transaction datasite's side of training (runs where the transactions are)."""
+
+    def __init__(
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        home: Path,
+        public: PublicArtefacts,
+        plan: FederationPlan,
+        *,
+        data_scientist: str = "data-scientist",
+        request_id: str = "local",
+    ) -> None:
+        self.name, self.public, self.plan = name, public, plan
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.home)
+        self.data_scientist, self.request_id = data_scientist, request_id
+        df = frame.sort_values("date", kind="stable").reset_index(drop=True)
+        self.frame = df
+        d = df["date"].to_numpy()
+        self.test = d >= public.test_start.to_datetime64()
+        self.val = (d >= public.val_start.to_datetime64()) & ~self.test
+        self.train = ~(self.test | self.val)
+        self.graph: TransactionGraph = transaction_graph(
+            df,
+            public.encoders,
+            public.graph_config,
+            known=np.ones(len(df), bool),
+            intra_mask=self.train,
+        )
+        self.targets = torch.nonzero(torch.as_tensor(self.train)).squeeze(1)
+        self.model = EventModel(public.model_config)
+        self.layout = channel_layout({n: p.shape for n, p in self.model.named_parameters()})
+        self.nm = plan.noise_multiplier()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _load(self, theta: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(theta, strict=False)
+
+    def _charge(self, mechanism: str, events: list, payload: object) -> None:
+        if self.plan.privacy is None or not events:
+            return
+        self.ledger.charge(
+            data_scientist=self.data_scientist,
+            request_id=self.request_id,
+            dataset=self.name,
+            mechanism=mechanism,
+            events=events,
+            payload=payload,
+        )
+
+    # -- releases --------------------------------------------------------------------------
+    def release_intra(
+        self, theta: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Once per run: noisy intra-region sums and counts per community, and the noisy
+        number of training targets (used by the coordinator to average, never a raw count).
+
+        Sensitivity: see :class:`~fedmugrep.models.intra_region.IntraRegionEncoder` (sums,
+        L1 ``2 m (1 + D)``) and 1 for each count.
+        """
+        self._load(theta)
+        n_comm = len(self.public.encoders.vocab.communities)
+        with torch.no_grad():
+            sums, counts = self.model.intra_sums(self.graph, n_comm)
+        n = float(self.targets.numel())
+        p = self.plan.privacy
+        if p is None:
+            return sums, counts, n
+        ev = self.plan.setup_events()
+        ms = LaplaceMechanism(sensitivity=ev[0].sensitivity, scale=ev[0].scale, bound=p.intra_bound)
+        mc = LaplaceMechanism(sensitivity=1.0, scale=ev[1].scale, bound=p.intra_bound)
+        mn = LaplaceMechanism(sensitivity=1.0, scale=ev[2].scale, bound=p.intra_bound)
+        out = (ms.release(sums), mc.release(counts), float(mn.release(n)))
+        events = [
+            ms.event(dimension=int(sums.numel())),
+            mc.event(dimension=int(counts.numel())),
+            mn.event(dimension=1),
+        ]
+        self._charge(
+            "laplace:intra_region", events, [o.tolist() if torch.is_tensor(o) else o for o in out]
+        )
+        return out
+
+    def step(
+        self,
+        round_index: int,
+        theta: dict[str, torch.Tensor],
+        z: torch.Tensor,
+        previous_aggregate: dict[str, torch.Tensor] | None,
+    ) -> StepReply:
+        """One round: clipped per-target gradients of model 1 and of ``z``, Gaussian noise,
+        channel selection on the previous *public* aggregate, sparse upload.
+
+        Sensitivity: :mod:`fedmugrep.training.per_target` — ``(1 + 2K) clip`` in L2 for each sum.
+        """
+        self._load(theta)
+        p = self.plan.privacy
+        clip = p.clip if p else 1e12
+        z_clip = p.z_clip if p else 1e12
+        sums = clipped_gradient_sums(
+            self.model, self.graph, z, self.targets, clip=clip, z_clip=z_clip
+        )
+        theta_sum, z_sum = sums.theta, sums.z
+        channels = PublicAggregatePolicy().select(
+            self.layout,
+            upload_rate=self.plan.upload_rate,
+            round_index=round_index,
+            previous_aggregate=previous_aggregate,
+        )
+        if p is not None:
+            std_t, std_z = self.plan.theta_noise_std(self.nm), self.plan.z_noise_std(self.nm)
+            # noise every coordinate (only the selected channels are released; the rest is dropped)
+            theta_sum = {n: v + _gaussian(v.shape, std_t) for n, v in theta_sum.items()}
+            z_sum = z_sum + _gaussian(z_sum.shape, std_z)
+        sparse = compress(theta_sum, self.layout, channels)
+        self._charge(
+            "gaussian:theta+z_grad",
+            self.plan.round_events(self.nm) if p else [],
+            sparse.to_bytes() + z_sum.numpy().tobytes(),
+        )
+        return StepReply(sparse, z_sum, sums.loss_sum, sparse.nbytes + z_sum.numel() * 4)
+
+    def evaluate(
+        self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
+    ) -> dict:
+        """Owner-side evaluation on the datasite's own rows (exact; for the data owner's report,
+        not a release to the data scientist)."""
+        self._load(theta)
+        mask = {"test": self.test, "val": self.val, "train": self.train}[split]
+        with torch.no_grad():
+            p = self.model(self.graph, z)
+        enc = self.public.encoders
+        mu = p.mu.numpy() * enc.y_scale + enc.y_center
+        sig = np.exp(p.log_sigma.numpy()) * enc.y_scale
+        price = self.frame["price"].to_numpy(np.float64)
+        out = distribution_metrics(price[mask], mu[mask], sig[mask])
+        out["abs_err_sum"] = float(np.abs(np.exp(mu[mask]) - price[mask]).sum())
+        out["rel_err_sum"] = float((np.abs(np.exp(mu[mask]) - price[mask]) / price[mask]).sum())
+        out["log_err_sum"] = float(np.abs(mu[mask] - np.log(price[mask])).sum())
+        out["covered"] = float(out["coverage80"] * out["n"])
+        return out
+
+
+class RegionParty:
+    """The region datasite's side: model 2 and its optimiser never leave it.
+
+    Not yet noised: ``z`` leaves this party without Laplace noise (the region party's
+    privacy unit and the sensitivity of ``z`` through the community GNN are open; see
+    docs/FEDERATION.md). Its ledger records nothing yet.
+    """
+
+    def __init__(
+        self, community_graph: CommunityGraph, cfg: ModelConfig, plan: FederationPlan, home: Path
+    ) -> None:
+        self.comm = community_graph
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(plan.seed + 1)
+        self.model = RegionModel(cfg)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.region_lr)
+        self._intra: torch.Tensor | None = None
+
+    def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
+        self._intra = pooled_intra
+        with torch.no_grad():
+            return self.model(self.comm, pooled_intra)
+
+    def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
+        assert self._intra is not None, "forward must run first"
+        self.opt.zero_grad()
+        z = self.model(self.comm, self._intra)
+        z.backward(z_grad)
+        self.opt.step()
+        torch.save(
+            {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "round": round_index},
+            self.home / "region_model.pt",
+        )

@@ -1,0 +1,79 @@
+"""Federated training through the local runtime (same party code as on PySyft datasites)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedmugrep.cli import main
+from fedmugrep.errors import BudgetExceededError
+from fedmugrep.federation.local import run_local
+from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+from fedmugrep.privacy.analysis.composition import compose_events
+from fedmugrep.privacy.ledger import Ledger
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fedcity")
+    assert main(["synth", "--out", str(out), "--transactions", "3000", "--seed", "4"]) == 0
+    return out
+
+
+def test_nonprivate_federation_learns(city, tmp_path):
+    short = run_local(
+        city, FederationPlan(rounds=1, privacy=None, lr=0.01), tmp_path / "a", progress=False
+    )
+    longer = run_local(
+        city, FederationPlan(rounds=25, privacy=None, lr=0.01), tmp_path / "b", progress=False
+    )
+    assert longer.metrics["mae_log"] < 0.6 * short.metrics["mae_log"]
+    assert longer.history[-1].train_loss < longer.history[0].train_loss
+
+
+def test_private_ledger_total_equals_accountant(city, tmp_path):
+    plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), lr=0.01)
+    res = run_local(city, plan, tmp_path, progress=False)
+    nm = res.noise_multiplier
+    expected = plan.setup_events() + plan.round_events(nm) * plan.rounds
+    # the accountant's epsilon for exactly what was released (snapping charges included)
+    for folder in sorted(tmp_path.glob("transactions_agency*")):
+        ledger = Ledger(folder)
+        name = folder.name.removeprefix("transactions_")
+        spent = ledger.spent("data-scientist", name)
+        events = [
+            e
+            for entry in ledger.entries()
+            if entry.status == "charged"
+            for e in entry.privacy_events()
+        ]
+        assert (
+            len(events) == 3 + plan.rounds
+        )  # 3 setup Laplace events + one Gaussian pair per round
+        assert spent == pytest.approx(compose_events(events, delta=1e-5).epsilon, rel=1e-9)
+        # and it is at most what the plan was calibrated for (the whole 3-round schedule)
+        assert spent <= 4.0 + 1e-6
+        assert compose_events(expected, delta=1e-5).epsilon == pytest.approx(spent, rel=1e-3)
+        assert ledger.verify().ok
+
+
+def test_cap_too_small_releases_nothing(city, tmp_path):
+    plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), lr=0.01)
+    with pytest.raises(BudgetExceededError):
+        run_local(city, plan, tmp_path, progress=False, cap_epsilon=0.01)
+    ledger = Ledger(tmp_path / "transactions_agency1")
+    statuses = [e.status for e in ledger.entries()]
+    assert statuses == ["cap_set", "refused"]  # owner set the cap; the first release was refused
+    assert ledger.spent("data-scientist", "agency1") == 0.0
+
+
+def test_channel_selection_cuts_upload_bytes(city, tmp_path):
+    full = run_local(city, FederationPlan(rounds=2, privacy=None), tmp_path / "f", progress=False)
+    tenth = run_local(
+        city,
+        FederationPlan(rounds=2, privacy=None, upload_rate=0.1),
+        tmp_path / "t",
+        progress=False,
+    )
+    f = full.history[-1].bytes_up["agency1"]
+    t = tenth.history[-1].bytes_up["agency1"]
+    assert t < 0.2 * f
