@@ -221,5 +221,6 @@ def test_dense_per_target_forward_equals_sparse_forward():
             sparse.mu_region,
             sparse.log_sigma_region,
         ],
+        strict=True,
     ):
         assert torch.allclose(a, b, atol=1e-5)
