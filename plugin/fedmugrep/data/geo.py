@@ -14,20 +14,8 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["EARTH_RADIUS_KM", "haversine_km", "km_to_degrees", "project_km"]
 
-EARTH_RADIUS_KM = 6371.0088
-"""Mean Earth radius (IUGG)."""
-
-
-def haversine_km(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike) -> NDArray:
-    """Great-circle distance in km between points given in degrees (broadcasts).
-
-    ``d = 2 R asin(sqrt(sin²(Δφ/2) + cos φ1 cos φ2 sin²(Δλ/2)))``.
-    """
-    p1, p2 = np.radians(np.asarray(lat1, float)), np.radians(np.asarray(lat2, float))
-    dphi = p2 - p1
-    dlmb = np.radians(np.asarray(lon2, float) - np.asarray(lon1, float))
-    h = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+# One definition of the Earth radius and great-circle distance for the whole package.
+from fedmugrep.graphs.geo import EARTH_RADIUS_KM, haversine_km  # noqa: E402
 
 
 def project_km(lat: ArrayLike, lon: ArrayLike, lat0: float, lon0: float) -> NDArray[np.float64]:

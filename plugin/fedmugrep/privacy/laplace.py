@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from fedmugrep.errors import PrivacyParameterError
-from fedmugrep.privacy.events import LaplaceEvent, snapping_epsilon
+from fedmugrep.privacy.events import LaplaceEvent, _check_positive, snapping_epsilon
 
 __all__ = [
     "InsecureRandomnessWarning",
@@ -164,7 +164,7 @@ def laplace_noise(*, scale: float, size: int, source: RandomSource | None = None
     Shapes:
         output: ``(size,)``, float64, always finite.
     """
-    scale = _positive("scale", scale)
+    scale = _check_positive("scale", scale)
     source = source if source is not None else SecureRandomSource()
     u = sample_u_star(size, source)
     s = sample_signs(size, source)
@@ -208,18 +208,6 @@ def snapping_mechanism(
     return np.clip(y, -b_norm, b_norm) * sensitivity
 
 
-def _positive(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise PrivacyParameterError(
-            f"{name} must be a number > 0 (got {value!r}); pass a positive value"
-        ) from None
-    if not (math.isfinite(value) and value > 0):
-        raise PrivacyParameterError(f"{name} must be > 0 (got {value}); pass a positive value")
-    return value
-
-
 class LaplaceMechanism:
     """Snapped Laplace mechanism for floats, NumPy arrays and torch tensors.
 
@@ -255,17 +243,17 @@ class LaplaceMechanism:
         scale: float | None = None,
         source: RandomSource | None = None,
     ) -> None:
-        self.sensitivity = _positive("sensitivity", sensitivity)
-        self.bound = _positive("bound", bound)
+        self.sensitivity = _check_positive("sensitivity", sensitivity)
+        self.bound = _check_positive("bound", bound)
         if (epsilon is None) == (scale is None):
             raise PrivacyParameterError(
                 "give exactly one of epsilon or scale (got "
                 f"epsilon={epsilon}, scale={scale}); e.g. epsilon=1.0"
             )
         if epsilon is not None:
-            self.scale = self.sensitivity / _positive("epsilon", epsilon)
+            self.scale = self.sensitivity / _check_positive("epsilon", epsilon)
         else:
-            self.scale = _positive("scale", scale)  # type: ignore[arg-type]
+            self.scale = _check_positive("scale", scale)  # type: ignore[arg-type]
         # validates bound < 2**46 * scale
         snapping_epsilon(sensitivity=self.sensitivity, scale=self.scale, bound=self.bound)
         if source is not None and not isinstance(source, RandomSource):
@@ -289,9 +277,9 @@ class LaplaceMechanism:
         most ``epsilon`` (the plain constructor's ``epsilon`` is the ideal one, and the
         snapping excess then makes the charge a hair larger — enough to miss a cap set to
         exactly ``k · epsilon``)."""
-        epsilon = _positive("epsilon", epsilon)
-        sensitivity = _positive("sensitivity", sensitivity)
-        bound = _positive("bound", bound)
+        epsilon = _check_positive("epsilon", epsilon)
+        sensitivity = _check_positive("sensitivity", sensitivity)
+        bound = _check_positive("bound", bound)
         extra = dimension * 2.0**-48
         if extra >= epsilon:
             raise PrivacyParameterError(
