@@ -77,3 +77,34 @@ def test_channel_selection_cuts_upload_bytes(city, tmp_path):
     f = full.history[-1].bytes_up["agency1"]
     t = tenth.history[-1].bytes_up["agency1"]
     assert t < 0.2 * f
+
+
+def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "fed.json"
+    rc = main(
+        [
+            "train-federated",
+            "--city",
+            str(city),
+            "--home",
+            str(tmp_path / "h"),
+            "--rounds",
+            "2",
+            "--epsilon",
+            "3",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["privacy"]) == {"agency1", "agency2", "agency3"}
+    for s in rep["privacy"].values():
+        assert 0 < s["epsilon"] <= s["cap"] == 3.0
+    assert {"mae", "mape", "mae_log", "coverage80"} <= set(rep["federated"])
+    capsys.readouterr()
+    assert main(["audit", "--home", str(tmp_path / "h" / "transactions_agency1"), "--verify"]) == 0
+    assert "agency1" in capsys.readouterr().out
