@@ -34,7 +34,7 @@ def test_private_ledger_total_equals_accountant(city, tmp_path):
     plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), lr=0.01)
     res = run_local(city, plan, tmp_path, progress=False)
     nm = res.noise_multiplier
-    expected = plan.setup_events() + plan.round_events(nm) * plan.rounds
+    expected = plan.setup_events() + plan.round_events(nm) * plan.rounds + plan.calibration_events()
     # the accountant's epsilon for exactly what was released (snapping charges included)
     for folder in sorted(tmp_path.glob("transactions_agency*")):
         ledger = Ledger(folder)
@@ -47,8 +47,8 @@ def test_private_ledger_total_equals_accountant(city, tmp_path):
             for e in entry.privacy_events()
         ]
         assert (
-            len(events) == 3 + plan.rounds
-        )  # 3 setup Laplace events + one Gaussian pair per round
+            len(events) == 3 + plan.rounds + 3
+        )  # 3 setup Laplace events, one Gaussian pair per round, 3 for the district summary
         assert spent == pytest.approx(compose_events(events, delta=1e-5).epsilon, rel=1e-9)
         # and it is at most what the plan was calibrated for (the whole 3-round schedule)
         assert spent <= 4.0 + 1e-6

@@ -34,6 +34,7 @@ class FederationResult:
     metrics: dict = field(default_factory=dict)
     per_agency: dict = field(default_factory=dict)
     noise_multiplier: float = 0.0
+    district_summary: dict = field(default_factory=dict)
 
 
 class Coordinator:
@@ -56,7 +57,8 @@ class Coordinator:
         self.layout = next(iter(agencies.values())).layout
 
     def theta(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        """Model-1 parameters and buffers (the sigma calibration) as broadcast to the parties."""
+        return {n: v.detach().clone() for n, v in self.model.state_dict().items()}
 
     def setup(self) -> None:
         """Collect the one-off noisy intra-region sums/counts and noisy target counts."""
@@ -77,7 +79,7 @@ class Coordinator:
         assert self.pooled_intra is not None, "call setup() first"
         z = self.region.forward(r, self.pooled_intra)
         theta = self.theta()
-        grad = {n: torch.zeros_like(v) for n, v in theta.items()}
+        grad = {n: torch.zeros_like(v) for n, v in self.model.named_parameters()}
         z_grad = torch.zeros_like(z)
         bytes_up, loss = {}, 0.0
         for name, party in self.agencies.items():
@@ -120,6 +122,40 @@ class Coordinator:
         }
         return pooled, per
 
+    def calibrate(self) -> dict:
+        """Combine the parties' per-district summaries d~ and rescale the predicted sigma.
+
+        ``s^2 = sum z2 / sum count`` over all districts and parties (noisy sums and counts;
+        never a raw count); the model's sigma offset becomes ``log s``. Returns the combined
+        per-district summary (bias in log-price, sigma scale, noisy count).
+        """
+        assert self.pooled_intra is not None
+        z = self.region.forward(-1, self.pooled_intra)
+        with torch.no_grad():
+            self.model.log_sigma_offset.zero_()
+        theta = self.theta()
+        z2 = e = c = None
+        for party in self.agencies.values():
+            a, b, n = party.release_calibration(theta, z)
+            z2, e, c = (a, b, n) if z2 is None else (z2 + a, e + b, c + n)
+        cc = c.clamp(min=1.0)
+        total = float(z2.clamp(min=0).sum()) / max(float(c.sum()), 1.0)
+        scale = max(total, 1e-4) ** 0.5
+        with torch.no_grad():
+            self.model.log_sigma_offset.fill_(float(torch.log(torch.tensor(scale))))
+        names = self.public.encoders.vocab.districts
+        return {
+            "sigma_scale": scale,
+            "districts": {
+                d: {
+                    "bias_log": float(e[i] / cc[i]),
+                    "sigma_scale": float((z2[i].clamp(min=0) / cc[i]) ** 0.5),
+                    "count": float(c[i]),
+                }
+                for i, d in enumerate(names)
+            },
+        }
+
     def run(self, *, progress: bool = True) -> FederationResult:
         result = FederationResult(noise_multiplier=next(iter(self.agencies.values())).nm)
         self.setup()
@@ -144,5 +180,6 @@ class Coordinator:
         if best[1] is not None:
             self.model.load_state_dict(best[1][0])
             self.region.model.load_state_dict(best[1][1])
+        result.district_summary = self.calibrate()
         result.metrics, result.per_agency = self.evaluate("test")
         return result

@@ -189,6 +189,41 @@ class TransactionParty:
         )
         return StepReply(sparse, z_sum, sums.loss_sum, sparse.nbytes + z_sum.numel() * 4)
 
+    def release_calibration(
+        self, theta: dict[str, torch.Tensor], z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-district summary d~ on validation rows: noisy sums of clipped squared standardised
+        errors and of clipped log errors, and noisy counts (sensitivities in
+        :meth:`FederationPlan.calibration_events`). The coordinator combines them across
+        parties into the calibration of the predicted distributions."""
+        self._load(theta)
+        nd = len(self.public.encoders.vocab.districts)
+        mask = torch.as_tensor(self.val)
+        with torch.no_grad():
+            pr = self.model(self.graph, z)
+        err = (self.graph.y - pr.mu)[mask]
+        zz = (err * torch.exp(-pr.log_sigma[mask])) ** 2
+        d = self.graph.district[mask]
+        p = self.plan.privacy
+        z_max = p.calibration_z2_max if p else float("inf")
+        z2 = torch.zeros(nd).index_add_(0, d, zz.clamp(max=z_max))
+        e = torch.zeros(nd).index_add_(0, d, (err * self.public.encoders.y_scale).clamp(-1.0, 1.0))
+        c = torch.bincount(d, minlength=nd).float()
+        if p is None:
+            return z2, e, c
+        ev = self.plan.calibration_events()
+        mechs = [
+            LaplaceMechanism(sensitivity=x.sensitivity, scale=x.scale, bound=p.intra_bound)
+            for x in ev
+        ]
+        out = tuple(m.release(v) for m, v in zip(mechs, (z2, e, c), strict=True))
+        self._charge(
+            "laplace:district_summary",
+            [m.event(dimension=nd) for m in mechs],
+            [o.tolist() for o in out],
+        )
+        return out
+
     def evaluate(
         self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
     ) -> dict:

@@ -36,10 +36,20 @@ class PrivacyPlan:
     intra_epsilon: float = 0.2
     count_epsilon: float = 0.05
     intra_bound: float = 1e6
+    calibration_epsilon: float = 0.1
+    calibration_z2_max: float = 9.0  # squared standardised errors clipped at 3 sigma
     coordinator_noise: float = 0.0  # extra Gaussian std on the broadcast aggregate (C6)
 
     def __post_init__(self) -> None:
-        for name in ("epsilon", "delta", "clip", "z_clip", "intra_epsilon", "count_epsilon"):
+        for name in (
+            "epsilon",
+            "delta",
+            "clip",
+            "z_clip",
+            "intra_epsilon",
+            "count_epsilon",
+            "calibration_epsilon",
+        ):
             v = getattr(self, name)
             if not v > 0:
                 raise PrivacyParameterError(f"{name} must be > 0 (got {v}); pass a positive value")
@@ -75,6 +85,26 @@ class FederationPlan:
             LaplaceEvent(sensitivity=1.0, scale=1.0 / p.count_epsilon, bound=p.intra_bound),
         ]
 
+    def calibration_events(self) -> list[PrivacyEvent]:
+        """Events of the final per-district summary d~ (validation rows).
+
+        Per district: sum of squared standardised errors clipped to ``[0, Z]``, sum of log errors
+        clipped to ``[-1, 1]``, and the count. A record changes its own term and, as an
+        event-graph neighbour, the terms of at most ``K`` others; so the L1 sensitivities over
+        all districts are ``(1 + K) Z``, ``1 + 2K`` and 1.
+        """
+        p = self.privacy
+        if p is None:
+            return []
+        e = p.calibration_epsilon
+        s_z2 = (1 + self.k) * p.calibration_z2_max
+        s_err = 1.0 + 2 * self.k
+        return [
+            LaplaceEvent(sensitivity=s_z2, scale=s_z2 / e, bound=p.intra_bound),
+            LaplaceEvent(sensitivity=s_err, scale=s_err / e, bound=p.intra_bound),
+            LaplaceEvent(sensitivity=1.0, scale=1.0 / e, bound=p.intra_bound),
+        ]
+
     def noise_multiplier(self) -> float:
         """Gaussian noise multiplier for the per-round releases (two per round)."""
         p = self.privacy
@@ -85,7 +115,7 @@ class FederationPlan:
             delta=p.delta,
             sample_rate=1.0,
             steps=2 * self.rounds,
-            planned_events=self.setup_events(),
+            planned_events=self.setup_events() + self.calibration_events(),
         )
 
     def round_events(self, noise_multiplier: float) -> list[PrivacyEvent]:

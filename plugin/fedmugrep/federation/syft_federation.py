@@ -1,0 +1,534 @@
+"""Federated training on real PySyft datasites: the PySyft twin of :func:`~.local.run_local`.
+
+:func:`run_syft` plays every role of DESIGN §2 on one machine, with the same inputs and the same
+party code as the local runtime:
+
+1. **Data owners.** One datasite per agency (home ``home/transactions_<agency>``, the local
+   runtime's party folder) and one region datasite (``home/region``). Each uploads its private
+   table(s) with a *mock*: rows of a synthetic city drawn with another seed
+   (``make_city(CityConfig(seed=mock_seed))``, split by the same agency names), never derived
+   from the private rows. The region's mock keeps the public geography (community names,
+   districts, centres) and takes its attributes from the mock city. Each owner registers the
+   data scientist and, with a private plan, sets the data scientist's cap in the datasite's
+   ledger; a release without noise needs the owner's
+   :func:`~fedmugrep.federation.syft_parties.allow_exact_release` (always for the region, whose
+   ``z`` is not noised yet; for agencies only under ``privacy=None``).
+2. **Data scientist.** Derives the public artefacts from the mocks only
+   (:func:`~fedmugrep.federation.local.public_artefacts`), submits one request per datasite
+   (:func:`~fedmugrep.federation.syft_parties.transaction_call` /
+   :func:`~fedmugrep.federation.syft_parties.region_call`) pinning the privacy contract and the
+   public constant, with a call cap of exactly the calls the run makes.
+3. **Owners review** (:func:`~fedmugrep.federation.syft_runtime.describe_request`, printed when
+   ``progress``) and approve.
+4. The unchanged :class:`~fedmugrep.federation.coordinator.Coordinator` runs over
+   :class:`~fedmugrep.federation.syft_parties.SyftTransactionParty` and
+   :class:`~fedmugrep.federation.syft_parties.SyftRegionParty` proxies.
+
+Every datasite is stopped at the end, also on failure; homes (ledgers, region model state,
+PySyft databases) stay on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from fedmugrep.data.features import CommunityEncoder
+from fedmugrep.data.loading import (
+    assign_regions,
+    load_communities,
+    load_mobility,
+    load_transactions,
+)
+from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
+from fedmugrep.errors import ConfigError
+from fedmugrep.federation.coordinator import Coordinator, FederationResult
+from fedmugrep.federation.local import public_artefacts
+from fedmugrep.federation.parties import PublicArtefacts
+from fedmugrep.federation.plan import FederationPlan
+from fedmugrep.federation.syft_contract import PrivacyContract
+from fedmugrep.federation.syft_parties import (
+    CallStat,
+    SyftRegionParty,
+    SyftTransactionParty,
+    allow_exact_release,
+    as_nanosecond_dates,
+    clear_party_cache,
+    public_constant,
+    region_call,
+    transaction_call,
+)
+from fedmugrep.federation.syft_remote import strip_mock_marker
+from fedmugrep.privacy.analysis.composition import compose_events
+from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.training.prepare import GraphConfig
+
+__all__ = [
+    "DEFAULT_DATA_SCIENTIST",
+    "SyftFederationResult",
+    "planned_calls",
+    "region_contract",
+    "region_mocks",
+    "run_syft",
+    "transaction_contract",
+    "transaction_mock",
+]
+
+Mode = Literal["inprocess", "http"]
+
+#: The data scientist account :func:`run_syft` creates on every datasite (the ledger identity).
+DEFAULT_DATA_SCIENTIST = "data-scientist@fedmugrep.example"
+
+#: The geography columns of the communities table that are public (names, districts, centres).
+PUBLIC_GEOGRAPHY = ("community", "district", "lat", "lon")
+
+#: Stated epsilon of a release without noise (a contract needs a finite positive number).
+UNBOUNDED_EPSILON = sys.float_info.max
+
+
+@dataclass
+class SyftFederationResult(FederationResult):
+    """:class:`FederationResult` plus what the PySyft runtime measured.
+
+    Attributes:
+        calls: every remote call (party, method, seconds, bytes sent and received).
+        setup_seconds: launching datasites, uploads, accounts, requests and approvals.
+        train_seconds: the coordinator's run (setup release, rounds, evaluations).
+        data_scientist: the data scientist's e-mail (the identity in every ledger).
+        homes: datasite name -> home folder.
+    """
+
+    calls: list[CallStat] = field(default_factory=list)
+    setup_seconds: float = 0.0
+    train_seconds: float = 0.0
+    data_scientist: str = ""
+    homes: dict[str, Path] = field(default_factory=dict)
+
+
+# ============================================================================ plan -> requests
+def _evaluations(rounds: int) -> int:
+    """Validation evaluations :meth:`Coordinator.run` makes (every 5th round and the last)."""
+    return sum(1 for r in range(rounds) if r % 5 == 4 or r == rounds - 1)
+
+
+def planned_calls(plan: FederationPlan) -> tuple[int, int]:
+    """Calls one run makes to ``(each transaction datasite, the region datasite)``.
+
+    Transaction: 1 setup release + 1 step per round + 1 evaluation per validation point + 1
+    calibration release + 1 test evaluation. Region: forward and backward per round, 1 forward
+    per validation point, 1 for the calibration and 1 for the test evaluation, and at most 1
+    restore of the best round's model. The call caps of the requests are these numbers; they
+    follow :meth:`Coordinator.run`'s schedule (a test checks that they match).
+    """
+    n_val = _evaluations(plan.rounds)
+    return 1 + plan.rounds + n_val + 1 + 1, 2 * plan.rounds + n_val + 2 + 1
+
+
+def transaction_contract(
+    plan: FederationPlan, *, package_dir: str | Path | None = None
+) -> PrivacyContract:
+    """The privacy contract of a transaction datasite's request.
+
+    With privacy: mechanisms Laplace (one setup release: intra-region sums and counts, target
+    count) and Gaussian (one release per round: summed clipped model-1 and ``z`` gradients);
+    ``epsilon_per_release`` is the larger of the two releases' own epsilon at the plan's delta,
+    ``projected_epsilon`` the accountant's total for the whole schedule. Without privacy the
+    contract says so (mechanism ``none``, unbounded epsilon).
+    """
+    p = plan.privacy
+    evals = _evaluations(plan.rounds) + 1
+    if p is None:
+        return PrivacyContract.for_installed(
+            mechanisms=("none",),
+            epsilon_per_release=UNBOUNDED_EPSILON,
+            rounds=plan.rounds,
+            projected_epsilon=UNBOUNDED_EPSILON,
+            notes=(
+                f"NO NOISE: exact model-1 and z gradients leave the datasite (1 setup release + 1 "
+                f"per round + 1 district summary, {evals} evaluations with exact metrics); for "
+                "synthetic data only, needs the owner's allow_exact_release"
+            ),
+            package_dir=package_dir,
+        )
+    nm = plan.noise_multiplier()
+    setup = compose_events(plan.setup_events(), delta=p.delta).epsilon
+    per_round = compose_events(plan.round_events(nm), delta=p.delta).epsilon
+    calibration = compose_events(plan.calibration_events(), delta=p.delta).epsilon
+    total = compose_events(
+        plan.setup_events() + plan.round_events(nm) * plan.rounds + plan.calibration_events(),
+        delta=p.delta,
+    ).epsilon
+    return PrivacyContract.for_installed(
+        mechanisms=("laplace:intra_region", "gaussian:theta+z_grad", "laplace:district_summary"),
+        epsilon_per_release=max(setup, per_round, calibration),
+        delta_per_release=p.delta,
+        rounds=plan.rounds,
+        projected_epsilon=total,
+        projected_delta=p.delta,
+        notes=(
+            f"1 setup release (Laplace, epsilon {setup:.4g}) + 1 Gaussian release per round "
+            f"(noise multiplier {nm:.4g}, epsilon {per_round:.4g} alone) + 1 district summary "
+            f"(Laplace, epsilon {calibration:.4g}); {evals} evaluation calls return exact "
+            "aggregate metrics on this datasite's val/test rows"
+        ),
+        package_dir=package_dir,
+    )
+
+
+def region_contract(
+    plan: FederationPlan, *, package_dir: str | Path | None = None
+) -> PrivacyContract:
+    """The region datasite's contract: ``z`` leaves without noise (open point), model 2 never."""
+    return PrivacyContract.for_installed(
+        mechanisms=("none",),
+        epsilon_per_release=UNBOUNDED_EPSILON,
+        rounds=plan.rounds,
+        releases_per_round=1,
+        projected_epsilon=UNBOUNDED_EPSILON,
+        notes=(
+            "NO NOISE on z (region representations per community, one forward per round and "
+            "per evaluation; the sensitivity of z through the community GNN is open, "
+            "docs/FEDERATION.md); model-2 parameters stay on the datasite; needs the owner's "
+            "allow_exact_release"
+        ),
+        package_dir=package_dir,
+    )
+
+
+# ============================================================================ mocks
+def _like(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
+    """``mock`` with ``private``'s columns, order and (where castable) dtypes."""
+    missing = [c for c in private.columns if c not in mock.columns]
+    if missing:
+        raise ConfigError(
+            f"the mock city has no columns {missing}; the private table's extra columns need "
+            "a synthetic counterpart before they can be uploaded with a mock"
+        )
+    out = mock[list(private.columns)].reset_index(drop=True).copy()
+    for col, dtype in private.dtypes.items():
+        try:
+            out[col] = out[col].astype(dtype)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def transaction_mock(private: pd.DataFrame, mock_city: SyntheticCity, agency: str) -> pd.DataFrame:
+    """An agency's mock: the mock city's rows for the same agency name (or, for a name the mock
+    city lacks, its first rows in (date, id) order), shaped like the private frame."""
+    if agency in mock_city.agencies:
+        rows = mock_city.agency_transactions(agency)
+    else:
+        rows = mock_city.transactions.head(max(len(private), 1))
+    return _like(rows, private)
+
+
+def region_mocks(
+    communities: pd.DataFrame, mobility: pd.DataFrame, mock_city: SyntheticCity
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The region datasite's mocks.
+
+    Communities: the public geography (:data:`PUBLIC_GEOGRAPHY` columns, copied) and the mock
+    city's attributes (row ``i`` takes mock row ``i mod n``). Mobility: the mock city's flows.
+    """
+    attrs = mock_city.communities.reset_index(drop=True)
+    idx = [i % len(attrs) for i in range(len(communities))]
+    synthetic = attrs.iloc[idx].reset_index(drop=True)
+    geo = [c for c in PUBLIC_GEOGRAPHY if c in communities.columns]
+    for col in geo:
+        synthetic[col] = communities[col].reset_index(drop=True).to_numpy()
+    return _like(synthetic, communities), _like(mock_city.mobility, mobility)
+
+
+def public_from_mocks(
+    region_mock: pd.DataFrame, transaction_mocks: Sequence[pd.DataFrame], plan: FederationPlan
+) -> PublicArtefacts:
+    """The data scientist's public artefacts, from the datasites' mocks only.
+
+    Same function as the local runtime (:func:`~fedmugrep.federation.local.public_artefacts`)
+    on the union of the agencies' mocks in (date, id) order; ``attr_dim`` is the width of the
+    community attributes of the region mock (same columns as the private table).
+    """
+    mock = (
+        pd.concat(
+            [as_nanosecond_dates(strip_mock_marker(m)) for m in transaction_mocks],
+            ignore_index=True,
+        )
+        .sort_values(["date", "transaction_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+    comms = strip_mock_marker(region_mock)
+    gcfg = GraphConfig(k=plan.k, intra_max_degree=plan.intra_max_degree)
+    public = public_artefacts(comms, mock, plan, gcfg)
+    table = comms.copy()
+    table["community"] = table["community"].astype(str)
+    table = table.set_index("community").reindex(public.encoders.vocab.communities).reset_index()
+    width = CommunityEncoder().fit(table).n_features
+    public.model_config = replace(public.model_config, attr_dim=int(width))
+    return public
+
+
+# ============================================================================ the run
+def run_syft(
+    city_dir: str | Path,
+    plan: FederationPlan,
+    home: str | Path,
+    *,
+    mode: Mode = "inprocess",
+    progress: bool = True,
+    cap_epsilon: float | None = None,
+    mock_seed: int = 1000,
+    data_scientist: str = DEFAULT_DATA_SCIENTIST,
+    pythonpath: Sequence[str | Path] | None = None,
+    startup_timeout: float = 120.0,
+) -> SyftFederationResult:
+    """Federated training on a synthetic-city folder over PySyft datasites (see module doc).
+
+    Args:
+        city_dir: folder written by ``fedmugrep synth``.
+        plan: the federation plan (same as for :func:`~fedmugrep.federation.local.run_local`).
+        home: parent folder of the datasites' homes (``transactions_<agency>``, ``region``);
+            existing datasites there are reset.
+        mode: ``"inprocess"`` (datasites in this process) or ``"http"`` (one server process
+            each, on 127.0.0.1).
+        progress: print the review sheets and approvals, and show the rounds' progress bar.
+        cap_epsilon: each agency owner's cap for the data scientist (default: the plan's epsilon).
+        mock_seed: seed of the mock city.
+        data_scientist: the data scientist's e-mail (ledger identity).
+        pythonpath: HTTP mode: folder(s) the servers import fedmugrep from (first one also
+            stamps the contracts' code hash); default: this process's fedmugrep.
+        startup_timeout: seconds to wait for each HTTP server.
+
+    Returns:
+        A :class:`SyftFederationResult`.
+
+    Raises:
+        BudgetExceededError: an owner's cap refused a release (nothing was released).
+        ConfigError: on a bad city folder, mode or plan.
+    """
+    from fedmugrep.federation.syft_runtime import (
+        DatasiteConfig,
+        approve_request,
+        describe_request,
+        get_asset,
+        launch_datasite,
+        list_requests,
+        register_data_scientist,
+        submit_request,
+        upload_dataset,
+    )
+
+    if mode not in ("inprocess", "http"):
+        raise ConfigError(f"mode must be 'inprocess' or 'http' (got {mode!r})")
+    city_dir, home = Path(city_dir), Path(home)
+    files = sorted(city_dir.glob("transactions_agency*.csv"))
+    if not files:
+        raise ConfigError(
+            f"no transactions_agency*.csv in {city_dir}; write a city with `fedmugrep synth`"
+        )
+    package_dir = None
+    if pythonpath:
+        package_dir = Path(pythonpath[0]) / "fedmugrep"
+    t_start = time.perf_counter()
+    comms = load_communities(city_dir / "communities.csv")
+    mob = load_mobility(city_dir / "mobility.csv", comms)
+    mock_city = make_city(CityConfig(seed=mock_seed))
+    ds_password = secrets.token_urlsafe(18)
+    handles: dict[str, Any] = {}
+    admins: dict[str, Any] = {}
+    agency_names = [f.stem.removeprefix("transactions_") for f in files]
+
+    def launch(name: str, site_home: Path) -> Any:
+        config = DatasiteConfig(
+            name=name,
+            home=site_home,
+            admin_email=f"owner@{name}.example",
+            admin_password=secrets.token_urlsafe(18),
+        )
+        handle = launch_datasite(
+            config,
+            mode=mode,
+            reset=True,
+            pythonpath=pythonpath,
+            startup_timeout=startup_timeout,
+        )
+        handles[name] = handle
+        admin = handle.login_admin()
+        admins[name] = admin
+        register_data_scientist(
+            admin, email=data_scientist, name="Data scientist", password=ds_password
+        )
+        return admin
+
+    try:
+        # ---------------------------------------------------------------- data owners
+        region_name = "region"
+        region_home = home / region_name
+        clear_party_cache(region_home)
+        admin = launch(region_name, region_home)
+        comms_mock, mob_mock = region_mocks(comms, mob, mock_city)
+        upload_dataset(
+            admin,
+            name="communities",
+            private=comms,
+            mock=comms_mock,
+            description="community attributes (mock: public geography, synthetic attributes)",
+        )
+        upload_dataset(
+            admin,
+            name="mobility",
+            private=mob,
+            mock=mob_mock,
+            description="mobility flows between communities (mock: synthetic flows)",
+        )
+        allow_exact_release(
+            region_home, by=f"owner@{region_name}.example", reason="synthetic city; z not noised"
+        )
+        for name, f in zip(agency_names, files, strict=True):
+            site_home = home / f.stem
+            clear_party_cache(site_home)
+            df = assign_regions(load_transactions(f), comms)
+            admin = launch(name, site_home)
+            upload_dataset(
+                admin,
+                name="transactions",
+                private=df,
+                mock=transaction_mock(df, mock_city, name),
+                description=f"{name}'s sales with prices (mock: synthetic city seed {mock_seed})",
+            )
+            if plan.privacy is not None:
+                cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
+                Ledger(site_home).set_cap(
+                    data_scientist, name, epsilon=cap, delta=plan.privacy.delta
+                )
+            else:
+                allow_exact_release(
+                    site_home, by=f"owner@{name}.example", reason="synthetic city, no privacy"
+                )
+
+        # ---------------------------------------------------------------- data scientist
+        clients = {n: h.login(data_scientist, ds_password) for n, h in handles.items()}
+        region_assets = (
+            get_asset(clients[region_name], "communities"),
+            get_asset(clients[region_name], "mobility"),
+        )
+        tx_assets = {n: get_asset(clients[n], "transactions") for n in agency_names}
+        public = public_from_mocks(
+            region_assets[0].mock, [tx_assets[n].mock for n in agency_names], plan
+        )
+        constant = public_constant(public, plan, run_id=f"run-{uuid.uuid4().hex[:12]}")
+        calls_t, calls_r = planned_calls(plan)
+        submit_request(
+            clients[region_name],
+            _party_function(
+                region_call,
+                clients[region_name],
+                {"data": region_assets[0], "mobility": region_assets[1]},
+                region_contract(plan, package_dir=package_dir),
+                constant,
+                calls_r,
+            ),
+        )
+        t_contract = transaction_contract(plan, package_dir=package_dir)
+        for n in agency_names:
+            submit_request(
+                clients[n],
+                _party_function(
+                    transaction_call,
+                    clients[n],
+                    {"data": tx_assets[n]},
+                    t_contract,
+                    constant,
+                    calls_t,
+                ),
+            )
+
+        # ---------------------------------------------------------------- owners review
+        for n, admin in admins.items():
+            for request in list_requests(admin, status="pending"):
+                if progress:
+                    print(f"--- datasite '{n}': review ---\n{describe_request(request)}")
+                approve_request(request)
+                if progress:
+                    print(f"--- datasite '{n}': approved ---")
+
+        # ---------------------------------------------------------------- training
+        agencies = {
+            n: SyftTransactionParty(
+                n, client=clients[n], asset=tx_assets[n], public=public, plan=plan
+            )
+            for n in agency_names
+        }
+        region = SyftRegionParty(
+            region_name,
+            client=clients[region_name],
+            communities=region_assets[0],
+            mobility=region_assets[1],
+        )
+        t_train = time.perf_counter()
+        base = Coordinator(plan, public, agencies, region).run(progress=progress)  # type: ignore[arg-type]
+        t_end = time.perf_counter()
+        calls = [c for party in (*agencies.values(), region) for c in party.calls]
+        return SyftFederationResult(
+            history=base.history,
+            metrics=base.metrics,
+            per_agency=base.per_agency,
+            noise_multiplier=base.noise_multiplier,
+            calls=sorted(calls, key=lambda c: c.party),
+            setup_seconds=t_train - t_start,
+            train_seconds=t_end - t_train,
+            data_scientist=data_scientist,
+            homes={n: h.config.home for n, h in handles.items()},
+        )
+    finally:
+        for handle in handles.values():
+            try:
+                handle.stop()
+            except Exception:  # noqa: BLE001 - stop the others whatever happens
+                pass
+        for handle in handles.values():
+            clear_party_cache(handle.config.home)
+
+
+def _party_function(
+    func: Any,
+    client: Any,
+    assets: dict[str, Any],
+    contract: PrivacyContract,
+    constant: dict,
+    max_calls: int,
+) -> Any:
+    """A syft function pinning ``assets``, the contract and the public constant; per call it
+    takes ``method: str`` and ``payload: str``; capped at ``max_calls`` private runs.
+
+    Like :func:`~fedmugrep.federation.syft_runtime.make_remote_function` (which pins a single
+    asset and a single constant) with a second asset and a second constant.
+    """
+    import syft as sy
+
+    from fedmugrep.federation.syft_policy import CallCapPolicy
+    from fedmugrep.federation.syft_quiet import quiet_syft
+
+    if not math.isfinite(max_calls) or max_calls < 1:
+        raise ConfigError(f"max_calls must be >= 1 (got {max_calls})")
+    with quiet_syft():
+        input_policy = sy.MixedInputPolicy(
+            client=client,
+            **assets,
+            contract=sy.Constant(val=contract.to_dict()),
+            public=sy.Constant(val=constant),
+            method=str,
+            payload=str,
+        )
+        return sy.syft_function(
+            input_policy=input_policy, output_policy=CallCapPolicy(max_calls=int(max_calls))
+        )(func)

@@ -1,0 +1,806 @@
+"""The federation's parties on real PySyft datasites: remote functions and their proxies.
+
+One approved request per datasite serves the whole run. The data scientist submits
+:func:`transaction_call` to every transaction datasite and :func:`region_call` to the region
+datasite, each pinning two ``sy.Constant`` values the data owner reviews once:
+
+* ``contract``: the :class:`~fedmugrep.federation.syft_contract.PrivacyContract` (mechanisms,
+  epsilons, fedmugrep version and code hash);
+* ``public``: the public artefacts and the plan (:func:`public_constant`): the encoders'
+  ``state_dict``, ``ModelConfig``, ``GraphConfig``, ``FederationPlan`` (with its
+  ``PrivacyPlan``, which sets the noise), the split dates and a run id. Pinning matters: the
+  plan decides how much noise the datasite adds, so the data scientist must not be able to pass
+  another one per call.
+
+Each call then passes ``method`` (``"release_intra"``, ``"step"``, ``"evaluate"`` on a
+transaction datasite; ``"forward"``, ``"backward"``, ``"restore"`` on the region datasite) and a
+JSON ``payload`` whose arrays are packed with :func:`~fedmugrep.federation.syft_remote.pack_array`
+(PySyft serialises lists element by element; one string is ~10x cheaper).
+
+Inside the datasite, :func:`transaction_call_impl` / :func:`region_call_impl` rebuild the very
+same :class:`~fedmugrep.federation.parties.TransactionParty` /
+:class:`~fedmugrep.federation.parties.RegionParty` the local runtime uses (cached per process,
+keyed by datasite home, datasite, caller and the hash of the public constant) and dispatch the
+method. The transaction party's ledger is the datasite's own (``datasite_home()``), its data
+scientist is the *verified* caller e-mail (:func:`~fedmugrep.federation.syft_remote.current_call`),
+so the owner's cap (``Ledger(home).set_cap(email, datasite_name, ...)``) filters every release
+and a :class:`~fedmugrep.errors.BudgetExceededError` reaches the data scientist by class.
+
+On the data scientist's side, :class:`SyftTransactionParty` and :class:`SyftRegionParty` have
+exactly the methods (and the ``layout``/``nm``/``model`` attributes) the
+:class:`~fedmugrep.federation.coordinator.Coordinator` uses, so it runs unchanged over datasites.
+
+Releases that are *not* noised need the data owner's explicit opt-in on the datasite
+(:func:`allow_exact_release`): the region party's ``z`` (not yet noised, see
+docs/FEDERATION.md) and, with ``plan.privacy=None``, every transaction release. Without the
+opt-in the datasite refuses with a :class:`~fedmugrep.errors.ConfigError`.
+
+Model 2 stays on the region datasite: its state lives under
+``<home>/fedmugrep_region/<run id>/`` (``region_model.pt`` after every backward, plus one
+model snapshot per round), a fresh process (datasite restart) reloads it, and the coordinator's
+"keep the best model" bookkeeping (``region.model.state_dict()``/``load_state_dict``) handles
+only a round tag; :meth:`_RegionModelHandle.load_state_dict` asks the datasite to restore that
+round's snapshot.
+
+This module does not import ``syft`` at import time (the datasite side needs only torch).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedmugrep.compression import ChannelLayout, SparseUpdate, channel_layout
+from fedmugrep.errors import ConfigError
+from fedmugrep.federation.parties import (
+    PublicArtefacts,
+    RegionParty,
+    StepReply,
+    TransactionParty,
+)
+from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+from fedmugrep.federation.syft_remote import RemoteContext, pack_array, unpack_array
+from fedmugrep.models.mugrep import EventModel, ModelConfig
+from fedmugrep.training.prepare import Encoders, GraphConfig
+
+__all__ = [
+    "EXACT_RELEASE_FILE",
+    "PUBLIC_SCHEMA",
+    "CallStat",
+    "SyftRegionParty",
+    "SyftTransactionParty",
+    "allow_exact_release",
+    "as_nanosecond_dates",
+    "clear_party_cache",
+    "decode_model_dict",
+    "encode_model_dict",
+    "model_orders",
+    "pack_theta",
+    "parameter_shapes",
+    "public_constant",
+    "public_from_constant",
+    "public_hash",
+    "region_call",
+    "region_call_impl",
+    "transaction_call",
+    "transaction_call_impl",
+    "unpack_theta",
+]
+
+#: Identifies the layout of :func:`public_constant`.
+PUBLIC_SCHEMA = "fedmugrep.federation-public/1"
+
+#: File in a datasite's home by which its owner accepts releases without noise.
+EXACT_RELEASE_FILE = "fedmugrep_allow_exact_release.json"
+
+TRANSACTION_METHODS = ("release_intra", "step", "release_calibration", "evaluate")
+REGION_METHODS = ("forward", "backward", "restore")
+
+
+# ============================================================================ public constant
+def public_constant(public: PublicArtefacts, plan: FederationPlan, *, run_id: str) -> dict:
+    """The JSON-able dict pinned as the ``public`` ``sy.Constant`` of every request of a run.
+
+    Args:
+        public: the public artefacts (fitted on mock / public data only).
+        plan: the federation plan, including its privacy plan (which sets the noise).
+        run_id: identifies the run; the datasites record it as the ledger's request id and
+            keep the region model's state under it.
+
+    Raises:
+        ConfigError: on an empty ``run_id``.
+    """
+    if not run_id or not isinstance(run_id, str):
+        raise ConfigError(f"run_id must be a non-empty string (got {run_id!r}); pass e.g. a uuid")
+    return {
+        "schema": PUBLIC_SCHEMA,
+        "run_id": run_id,
+        "encoders": public.encoders.state_dict(),
+        "model_config": asdict(public.model_config),
+        "graph_config": asdict(public.graph_config),
+        "plan": asdict(plan),
+        "val_start": public.val_start.isoformat(),
+        "test_start": public.test_start.isoformat(),
+    }
+
+
+def public_from_constant(data: Mapping[str, Any]) -> tuple[PublicArtefacts, FederationPlan, str]:
+    """Inverse of :func:`public_constant`: ``(public artefacts, plan, run id)``.
+
+    Raises:
+        ConfigError: on a wrong schema, or fields that do not fit this fedmugrep's classes.
+    """
+    if not isinstance(data, Mapping) or data.get("schema") != PUBLIC_SCHEMA:
+        got = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+        raise ConfigError(
+            f"the public constant has schema {got!r}, expected {PUBLIC_SCHEMA!r}; build it with "
+            "public_constant(...)"
+        )
+    try:
+        plan_d = dict(data["plan"])
+        privacy = plan_d.pop("privacy", None)
+        plan = FederationPlan(
+            **plan_d, privacy=None if privacy is None else PrivacyPlan(**dict(privacy))
+        )
+        public = PublicArtefacts(
+            Encoders.from_state_dict(json.loads(json.dumps(data["encoders"]))),
+            ModelConfig(**dict(data["model_config"])),
+            GraphConfig(**dict(data["graph_config"])),
+            pd.Timestamp(data["val_start"]),
+            pd.Timestamp(data["test_start"]),
+        )
+        run_id = str(data["run_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"the public constant does not fit this fedmugrep ({type(exc).__name__}: {exc}); "
+            "build it with the same fedmugrep version as the datasite"
+        ) from exc
+    return public, plan, run_id
+
+
+def public_hash(data: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a public constant (the party cache key)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ============================================================================ packing
+Order = list[tuple[str, tuple[int, ...]]]
+
+
+def model_orders(model: torch.nn.Module) -> dict[str, Order]:
+    """The public orders of model 1's tensors: ``"state"`` (``state_dict()``: parameters and
+    buffers, what the coordinator broadcasts) and ``"params"`` (``named_parameters()``: what
+    updates and aggregates cover)."""
+    return {
+        "state": [(n, tuple(v.shape)) for n, v in model.state_dict().items()],
+        "params": [(n, tuple(v.shape)) for n, v in model.named_parameters()],
+    }
+
+
+def parameter_shapes(model_config: ModelConfig) -> dict[str, Order]:
+    """:func:`model_orders` of ``EventModel(model_config)``, built under a forked RNG so the
+    caller's random state is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        model = EventModel(model_config)
+    return model_orders(model)
+
+
+def pack_theta(theta: Mapping[str, torch.Tensor], order: Order) -> str:
+    """Model-1 tensors (parameters, buffers, or an update) as one packed float32 vector.
+
+    Shapes:
+        theta: ``{name: shape}`` for every name of ``order``; result: ``[sum of sizes]``.
+
+    Raises:
+        ConfigError: when a tensor is missing, has another shape, or is not floating point.
+    """
+    parts = []
+    for name, shape in order:
+        if name not in theta:
+            raise ConfigError(f"tensor '{name}' is missing from theta; pass every one")
+        value = theta[name].detach().cpu()
+        if not value.is_floating_point():
+            raise ConfigError(f"tensor '{name}' is {value.dtype}; only float tensors are packed")
+        if tuple(value.shape) != shape:
+            raise ConfigError(
+                f"tensor '{name}' has shape {tuple(value.shape)}, the public model {shape}"
+            )
+        parts.append(value.to(torch.float32).reshape(-1).numpy())
+    return pack_array(np.concatenate(parts) if parts else np.zeros(0, np.float32))
+
+
+def unpack_theta(text: str, order: Order) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`pack_theta`.
+
+    Raises:
+        ConfigError: when the vector's length does not match ``order``.
+    """
+    flat = np.asarray(unpack_array(text), dtype=np.float32).reshape(-1)
+    total = sum(int(np.prod(shape)) for _, shape in order)
+    if flat.size != total:
+        raise ConfigError(
+            f"packed theta has {flat.size} values, the public model {total}; use the same "
+            "ModelConfig on both sides"
+        )
+    out, start = {}, 0
+    for name, shape in order:
+        size = int(np.prod(shape))
+        out[name] = torch.from_numpy(flat[start : start + size].copy()).reshape(shape)
+        start += size
+    return out
+
+
+def encode_model_dict(values: Mapping[str, torch.Tensor], orders: Mapping[str, Order]) -> str:
+    """``"<kind>:<packed>"`` with the order (``state`` or ``params``) whose names ``values`` has.
+
+    Raises:
+        ConfigError: when the names match neither order.
+    """
+    for kind, order in orders.items():
+        if set(values) == {n for n, _ in order}:
+            return f"{kind}:{pack_theta(values, order)}"
+    raise ConfigError(
+        f"the tensors {sorted(values)[:4]}... match neither the public state_dict nor the "
+        "parameters of model 1; use the public ModelConfig"
+    )
+
+
+def decode_model_dict(text: str, orders: Mapping[str, Order]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`encode_model_dict`."""
+    kind, _, packed = str(text).partition(":")
+    if kind not in orders:
+        raise ConfigError(f"unknown tensor order {kind!r}; expected one of {sorted(orders)}")
+    return unpack_theta(packed, orders[kind])
+
+
+def _pack_tensor(t: torch.Tensor) -> str:
+    return pack_array(t.detach().cpu().numpy())
+
+
+def _unpack_tensor(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(unpack_array(text)))
+
+
+def as_nanosecond_dates(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every datetime column in ``datetime64[ns]``.
+
+    PySyft 0.9.5 stores DataFrames through Arrow and hands them back with ``datetime64[us]``;
+    :func:`~fedmugrep.training.prepare.temporal_split` reads dates as nanosecond integers, so
+    every frame that came through PySyft goes through here first.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        dtype = out[col].dtype
+        if pd.api.types.is_datetime64_any_dtype(dtype) and not isinstance(
+            dtype, pd.DatetimeTZDtype
+        ):
+            out[col] = out[col].astype("datetime64[ns]")
+    return out
+
+
+def _payload(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"payload is not JSON ({exc}); the proxies build it") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"payload must be a JSON object (got {type(data).__name__})")
+    return data
+
+
+def _arg(data: Mapping[str, Any], key: str) -> Any:
+    if key not in data:
+        raise ConfigError(f"payload lacks '{key}'; the proxies build it")
+    return data[key]
+
+
+# ============================================================================ owner opt-in
+def allow_exact_release(home: str | Path, *, by: str, reason: str) -> Path:
+    """Data owner: accept releases *without noise* from this datasite (synthetic data, tests).
+
+    Needed for the region party (its ``z`` is not noised yet) and for transaction parties under
+    a plan without privacy. Writes :data:`EXACT_RELEASE_FILE` in the datasite's home.
+
+    Raises:
+        ConfigError: on an empty ``by`` or ``reason``.
+    """
+    if not by.strip() or not reason.strip():
+        raise ConfigError(
+            "allow_exact_release needs who allows it and why; pass by=..., reason=..."
+        )
+    path = Path(home) / EXACT_RELEASE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"by": by, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _require_exact_release_allowed(home: Path, what: str) -> None:
+    if not (home / EXACT_RELEASE_FILE).is_file():
+        raise ConfigError(
+            f"this request would release {what} without noise, and the data owner has not "
+            f"allowed exact releases on this datasite; the owner may call "
+            f"allow_exact_release('{home}', by=..., reason=...) for synthetic data, otherwise "
+            "submit a plan with privacy"
+        )
+
+
+# ============================================================================ datasite side
+_CACHE: dict[tuple[str, ...], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_party_cache(home: str | Path | None = None) -> None:
+    """Forget the parties this process built (what a datasite restart does).
+
+    Args:
+        home: only those of the datasite with this home folder (default: all).
+    """
+    with _CACHE_LOCK:
+        if home is None:
+            _CACHE.clear()
+            return
+        target = str(Path(home).expanduser().resolve())
+        for key in [k for k in _CACHE if k[1] == target]:
+            del _CACHE[key]
+
+
+def _caller(ctx: RemoteContext) -> str:
+    if not ctx.caller:
+        raise ConfigError(
+            "the datasite cannot tell who is calling; start it with launch_datasite so calls "
+            "carry the verified caller"
+        )
+    return str(ctx.caller)
+
+
+def transaction_call(data, contract, public, method, payload):
+    from fedmugrep.federation.syft_parties import transaction_call_impl
+    from fedmugrep.federation.syft_remote import run_remote
+
+    return run_remote(
+        transaction_call_impl,
+        data=data,
+        contract=contract,
+        public=public,
+        method=method,
+        payload=payload,
+    )
+
+
+def region_call(data, mobility, contract, public, method, payload):
+    from fedmugrep.federation.syft_parties import region_call_impl
+    from fedmugrep.federation.syft_remote import run_remote
+
+    return run_remote(
+        region_call_impl,
+        data=data,
+        contract=contract,
+        mobility=mobility,
+        public=public,
+        method=method,
+        payload=payload,
+    )
+
+
+def _transaction_party(
+    ctx: RemoteContext, frame: pd.DataFrame, public_d: Mapping
+) -> tuple[TransactionParty, dict[str, Order]]:
+    caller = _caller(ctx)
+    key = ("transaction", str(ctx.home), ctx.datasite, caller, public_hash(public_d))
+    with _CACHE_LOCK:
+        entry = _CACHE.get(key)
+        if entry is None:
+            public, plan, run_id = public_from_constant(public_d)
+            if plan.privacy is None:
+                _require_exact_release_allowed(ctx.home, "model-1 gradients")
+            with torch.random.fork_rng(devices=[]):
+                party = TransactionParty(
+                    ctx.datasite,
+                    as_nanosecond_dates(frame),
+                    ctx.home,
+                    public,
+                    plan,
+                    data_scientist=caller,
+                    request_id=run_id,
+                )
+            entry = (party, model_orders(party.model))
+            _CACHE[key] = entry
+    return entry
+
+
+def transaction_call_impl(
+    ctx: RemoteContext, data: pd.DataFrame, *, public: Mapping, method: str, payload: str
+) -> dict[str, Any]:
+    """Run one :class:`TransactionParty` method on the private transactions.
+
+    Methods and payloads (arrays packed with :func:`pack_array`):
+
+    * ``release_intra``: ``{"theta"}`` -> ``{"sums", "counts", "n"}``;
+    * ``step``: ``{"round", "theta", "z", "previous"}`` (``previous`` ``""`` for none) ->
+      ``{"theta" (base64 of SparseUpdate.to_bytes()), "z_grad", "loss_sum", "nbytes"}``;
+    * ``release_calibration``: ``{"theta", "z"}`` -> ``{"z2", "err", "count"}``;
+    * ``evaluate``: ``{"theta", "z", "split"}`` -> the metrics dict.
+
+    ``theta`` and ``previous`` are :func:`encode_model_dict` strings (model 1's tensors in the
+    public order).
+
+    Shapes:
+        z, z_grad: ``[C, H]``; sums: ``[C, m]``; counts: ``[C]``; z2, err, count: ``[D]``.
+
+    Raises:
+        ConfigError: on an unknown method or a malformed payload.
+        BudgetExceededError: when the owner's cap refuses the release (nothing released).
+    """
+    if method not in TRANSACTION_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {list(TRANSACTION_METHODS)}")
+    party, orders = _transaction_party(ctx, data, public)
+    args = _payload(payload)
+    theta = decode_model_dict(_arg(args, "theta"), orders)
+    if method == "release_intra":
+        sums, counts, n = party.release_intra(theta)
+        return {"sums": _pack_tensor(sums), "counts": _pack_tensor(counts), "n": float(n)}
+    z = _unpack_tensor(_arg(args, "z"))
+    if method == "release_calibration":
+        z2, err, count = party.release_calibration(theta, z)
+        return {"z2": _pack_tensor(z2), "err": _pack_tensor(err), "count": _pack_tensor(count)}
+    if method == "evaluate":
+        split = str(args.get("split", "test"))
+        if split not in ("val", "test"):
+            raise ConfigError(f"evaluate: split must be 'val' or 'test' (got {split!r})")
+        metrics = party.evaluate(theta, z, split)
+        return {k: (int(v) if k == "n" else float(v)) for k, v in metrics.items()}
+    prev_text = _arg(args, "previous")
+    previous = decode_model_dict(prev_text, orders) if prev_text else None
+    reply = party.step(int(_arg(args, "round")), theta, z, previous)
+    return {
+        "theta": base64.b64encode(reply.theta.to_bytes()).decode("ascii"),
+        "z_grad": _pack_tensor(reply.z_grad),
+        "loss_sum": float(reply.loss_sum),
+        "nbytes": int(reply.nbytes),
+    }
+
+
+class _RegionState:
+    """A region party plus where its state lives (``<home>/fedmugrep_region/<run id>``)."""
+
+    def __init__(self, party: RegionParty, folder: Path) -> None:
+        self.party, self.folder = party, folder
+        self.last_round: int | None = None
+
+    @property
+    def model_file(self) -> Path:
+        return self.folder / "region_model.pt"
+
+    def snapshot_file(self, round_index: int) -> Path:
+        return self.folder / f"model_round_{round_index}.pt"
+
+    @property
+    def intra_file(self) -> Path:
+        return self.folder / "pooled_intra.npy"
+
+    def reload(self) -> None:
+        """Pick up the state a previous process of this datasite left (after a restart)."""
+        if self.model_file.is_file():
+            state = torch.load(self.model_file, weights_only=True)
+            self.party.model.load_state_dict(state["model"])
+            self.party.opt.load_state_dict(state["opt"])
+            self.last_round = int(state["round"])
+        if self.intra_file.is_file():
+            self.party._intra = torch.from_numpy(np.load(self.intra_file, allow_pickle=False))
+
+
+def _region_state(
+    ctx: RemoteContext, comms: pd.DataFrame, mobility: pd.DataFrame, public_d: Mapping
+) -> _RegionState:
+    from fedmugrep.training.prepare import community_graph
+
+    key = ("region", str(ctx.home), ctx.datasite, _caller(ctx), public_hash(public_d))
+    with _CACHE_LOCK:
+        state = _CACHE.get(key)
+        if state is None:
+            _require_exact_release_allowed(ctx.home, "region representations z")
+            public, plan, run_id = public_from_constant(public_d)
+            cg = community_graph(public.encoders, public.graph_config, comms, mobility)
+            width = int(cg.attrs.shape[1])
+            if width != public.model_config.attr_dim:
+                raise ConfigError(
+                    f"the community table encodes to {width} attributes but the public "
+                    f"ModelConfig says attr_dim={public.model_config.attr_dim}; derive attr_dim "
+                    "from the region datasite's mock (same columns)"
+                )
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+            folder = ctx.home / "fedmugrep_region" / safe
+            with torch.random.fork_rng(devices=[]):
+                party = RegionParty(cg, public.model_config, plan, folder)
+            state = _RegionState(party, folder)
+            state.reload()
+            _CACHE[key] = state
+    return state
+
+
+def region_call_impl(
+    ctx: RemoteContext,
+    data: pd.DataFrame,
+    *,
+    mobility: pd.DataFrame,
+    public: Mapping,
+    method: str,
+    payload: str,
+) -> dict[str, Any]:
+    """Run one :class:`RegionParty` method on the private community table and mobility.
+
+    Methods and payloads:
+
+    * ``forward``: ``{"round", "pooled"}`` -> ``{"z"}`` (``round`` -1: evaluation);
+    * ``backward``: ``{"round", "z_grad"}`` -> ``{"round"}``; saves ``region_model.pt``
+      (by :class:`RegionParty`) and a snapshot of the model for ``restore``;
+    * ``restore``: ``{"round"}`` -> ``{"round"}``: load that round's snapshot (the
+      coordinator's best-validation model). Model 2's parameters never leave the datasite.
+
+    Shapes:
+        pooled: ``[C, m]``; z, z_grad: ``[C, H]``.
+
+    Raises:
+        ConfigError: on an unknown method, a malformed payload, a round without snapshot, or
+            when the owner has not allowed exact releases (``z`` is not noised yet).
+    """
+    if method not in REGION_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {list(REGION_METHODS)}")
+    state = _region_state(ctx, data, mobility, public)
+    party = state.party
+    args = _payload(payload)
+    round_index = int(_arg(args, "round"))
+    if method == "forward":
+        pooled = _unpack_tensor(_arg(args, "pooled")).float()
+        state.folder.mkdir(parents=True, exist_ok=True)
+        np.save(state.intra_file, pooled.numpy(), allow_pickle=False)
+        return {"z": _pack_tensor(party.forward(round_index, pooled))}
+    if method == "backward":
+        if party._intra is None:
+            raise ConfigError("backward needs a forward first; call forward for this round")
+        party.backward(round_index, _unpack_tensor(_arg(args, "z_grad")).float())
+        torch.save(party.model.state_dict(), state.snapshot_file(round_index))
+        state.last_round = round_index
+        return {"round": round_index}
+    snap = state.snapshot_file(round_index)
+    if not snap.is_file():
+        raise ConfigError(f"no region model snapshot for round {round_index}; nothing restored")
+    party.model.load_state_dict(torch.load(snap, weights_only=True))
+    torch.save(
+        {"model": party.model.state_dict(), "opt": party.opt.state_dict(), "round": round_index},
+        state.model_file,
+    )
+    return {"round": round_index}
+
+
+# ============================================================================ proxies
+@dataclass(frozen=True)
+class CallStat:
+    """One remote call as the data scientist saw it.
+
+    Attributes:
+        party: datasite name.
+        method: the remote method.
+        seconds: wall time of the call (request, execution, reply).
+        sent_bytes: characters of the per-call arguments (method and payload).
+        received_bytes: characters of the reply's strings (packed arrays) plus 8 per number.
+    """
+
+    party: str
+    method: str
+    seconds: float
+    sent_bytes: int
+    received_bytes: int
+
+
+def _reply_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k)) + _reply_size(v) for k, v in value.items())
+    return 8
+
+
+class _Remote:
+    """Calls one approved function on one datasite and records :class:`CallStat`."""
+
+    def __init__(
+        self, name: str, client: Any, function_name: str, assets: Mapping[str, Any]
+    ) -> None:
+        self.name, self.client, self.function_name = name, client, function_name
+        self.assets = dict(assets)
+        self.calls: list[CallStat] = []
+
+    def __call__(self, method: str, payload: Mapping[str, Any]) -> Any:
+        from fedmugrep.federation.syft_runtime import call_remote
+
+        text = json.dumps(payload, separators=(",", ":"))
+        t0 = time.perf_counter()
+        value = call_remote(
+            self.client, self.function_name, **self.assets, method=method, payload=text
+        )
+        self.calls.append(
+            CallStat(
+                self.name,
+                method,
+                time.perf_counter() - t0,
+                len(method) + len(text),
+                _reply_size(value),
+            )
+        )
+        return value
+
+
+class SyftTransactionParty:
+    """The data scientist's handle on one transaction datasite (same methods as
+    :class:`~fedmugrep.federation.parties.TransactionParty`).
+
+    Attributes:
+        name: the datasite (agency) name.
+        layout: channel layout of model 1 (public).
+        nm: the plan's Gaussian noise multiplier (public).
+        calls: every remote call made, with timings and sizes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: Any,
+        asset: Any,
+        public: PublicArtefacts,
+        plan: FederationPlan,
+        function_name: str = "transaction_call",
+    ) -> None:
+        self.name = name
+        self._orders = parameter_shapes(public.model_config)
+        self.layout: ChannelLayout = channel_layout(dict(self._orders["params"]))
+        self.nm = plan.noise_multiplier()
+        self._remote = _Remote(name, client, function_name, {"data": asset})
+
+    @property
+    def calls(self) -> list[CallStat]:
+        return self._remote.calls
+
+    def release_intra(
+        self, theta: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """See :meth:`TransactionParty.release_intra`."""
+        out = self._remote("release_intra", {"theta": encode_model_dict(theta, self._orders)})
+        return _unpack_tensor(out["sums"]), _unpack_tensor(out["counts"]), float(out["n"])
+
+    def step(
+        self,
+        round_index: int,
+        theta: dict[str, torch.Tensor],
+        z: torch.Tensor,
+        previous_aggregate: dict[str, torch.Tensor] | None,
+    ) -> StepReply:
+        """See :meth:`TransactionParty.step`."""
+        out = self._remote(
+            "step",
+            {
+                "round": int(round_index),
+                "theta": encode_model_dict(theta, self._orders),
+                "z": _pack_tensor(z),
+                "previous": ""
+                if previous_aggregate is None
+                else encode_model_dict(previous_aggregate, self._orders),
+            },
+        )
+        sparse = SparseUpdate.from_bytes(base64.b64decode(out["theta"].encode("ascii")))
+        return StepReply(
+            sparse, _unpack_tensor(out["z_grad"]), float(out["loss_sum"]), int(out["nbytes"])
+        )
+
+    def release_calibration(
+        self, theta: dict[str, torch.Tensor], z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """See :meth:`TransactionParty.release_calibration`."""
+        out = self._remote(
+            "release_calibration",
+            {"theta": encode_model_dict(theta, self._orders), "z": _pack_tensor(z)},
+        )
+        return tuple(_unpack_tensor(out[k]) for k in ("z2", "err", "count"))  # type: ignore[return-value]
+
+    def evaluate(
+        self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
+    ) -> dict:
+        """See :meth:`TransactionParty.evaluate` (the datasite allows ``val`` and ``test``)."""
+        return dict(
+            self._remote(
+                "evaluate",
+                {
+                    "theta": encode_model_dict(theta, self._orders),
+                    "z": _pack_tensor(z),
+                    "split": split,
+                },
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"SyftTransactionParty({self.name!r}, calls={len(self.calls)})"
+
+
+class _RegionModelHandle:
+    """Stands in for ``RegionParty.model`` on the data scientist's side.
+
+    ``state_dict()`` returns only a round tag; ``load_state_dict(tag)`` asks the region datasite
+    to restore its own snapshot of that round. The parameters never leave the datasite.
+    """
+
+    def __init__(self, owner: SyftRegionParty) -> None:
+        self._owner = owner
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fedmugrep_region_round": self._owner.last_backward_round}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        round_index = state.get("fedmugrep_region_round") if isinstance(state, Mapping) else None
+        if round_index is None:
+            raise ConfigError(
+                "the region model lives on the region datasite; pass a state_dict() of this "
+                "handle (a round tag), not parameters"
+            )
+        self._owner._remote("restore", {"round": int(round_index)})
+
+
+class SyftRegionParty:
+    """The data scientist's handle on the region datasite (same methods as
+    :class:`~fedmugrep.federation.parties.RegionParty`).
+
+    Attributes:
+        name: the datasite name.
+        model: a :class:`_RegionModelHandle` (round tags, no parameters).
+        calls: every remote call made.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: Any,
+        communities: Any,
+        mobility: Any,
+        function_name: str = "region_call",
+    ) -> None:
+        self.name = name
+        self._remote = _Remote(
+            name, client, function_name, {"data": communities, "mobility": mobility}
+        )
+        self.model = _RegionModelHandle(self)
+        self.last_backward_round: int | None = None
+
+    @property
+    def calls(self) -> list[CallStat]:
+        return self._remote.calls
+
+    def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
+        """See :meth:`RegionParty.forward`."""
+        out = self._remote(
+            "forward", {"round": int(round_index), "pooled": _pack_tensor(pooled_intra)}
+        )
+        return _unpack_tensor(out["z"])
+
+    def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
+        """See :meth:`RegionParty.backward`."""
+        self._remote("backward", {"round": int(round_index), "z_grad": _pack_tensor(z_grad)})
+        self.last_backward_round = int(round_index)
+
+    def __repr__(self) -> str:
+        return f"SyftRegionParty({self.name!r}, calls={len(self.calls)})"
