@@ -59,6 +59,7 @@ def public_artefacts(
         max_days=gcfg.max_days,
         max_km=gcfg.max_km,
         intra_dim=plan.intra_dim,
+        hidden=plan.hidden,
     )
     return PublicArtefacts(enc, cfg, gcfg, split.val_start, split.test_start)
 

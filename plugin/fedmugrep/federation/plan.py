@@ -67,6 +67,7 @@ class FederationPlan:
     upload_rate: float = 1.0
     privacy: PrivacyPlan | None = field(default_factory=PrivacyPlan)
     k: int = 10
+    hidden: int = 64
     intra_dim: int = 16
     intra_max_degree: int = 8
     seed: int = 0

@@ -140,8 +140,10 @@ def transaction_contract(
 
     With privacy: mechanisms Laplace (one setup release: intra-region sums and counts, target
     count) and Gaussian (one release per round: summed clipped model-1 and ``z`` gradients);
-    ``epsilon_per_release`` is the larger of the two releases' own epsilon at the plan's delta,
-    ``projected_epsilon`` the accountant's total for the whole schedule. Without privacy the
+    then a Laplace district summary (calibration). ``rounds`` counts releases (``R + 2``: setup,
+    ``R`` rounds, calibration) and ``epsilon_per_release`` is the largest release's own epsilon at
+    the plan's delta, so the contract's plain sum bounds the schedule; ``projected_epsilon`` is
+    the accountant's total. Without privacy the
     contract says so (mechanism ``none``, unbounded epsilon).
     """
     p = plan.privacy
@@ -171,11 +173,12 @@ def transaction_contract(
         mechanisms=("laplace:intra_region", "gaussian:theta+z_grad", "laplace:district_summary"),
         epsilon_per_release=max(setup, per_round, calibration),
         delta_per_release=p.delta,
-        rounds=plan.rounds,
+        rounds=plan.rounds + 2,
         projected_epsilon=total,
         projected_delta=p.delta,
         notes=(
-            f"1 setup release (Laplace, epsilon {setup:.4g}) + 1 Gaussian release per round "
+            f"{plan.rounds + 2} releases: 1 setup (Laplace, epsilon {setup:.4g}) + 1 Gaussian "
+            f"release per round for {plan.rounds} rounds "
             f"(noise multiplier {nm:.4g}, epsilon {per_round:.4g} alone) + 1 district summary "
             f"(Laplace, epsilon {calibration:.4g}); {evals} evaluation calls return exact "
             "aggregate metrics on this datasite's val/test rows"
