@@ -354,9 +354,13 @@ def clear_party_cache(home: str | Path | None = None) -> None:
         if home is None:
             _CACHE.clear()
             return
-        target = str(Path(home).expanduser().resolve())
+        target = _home_key(home)
         for key in [k for k in _CACHE if k[1] == target]:
             del _CACHE[key]
+
+
+def _home_key(home: str | Path) -> str:
+    return str(Path(home).expanduser().resolve())
 
 
 def _caller(ctx: RemoteContext) -> str:
@@ -401,7 +405,7 @@ def _transaction_party(
     ctx: RemoteContext, frame: pd.DataFrame, public_d: Mapping
 ) -> tuple[TransactionParty, dict[str, Order]]:
     caller = _caller(ctx)
-    key = ("transaction", str(ctx.home), ctx.datasite, caller, public_hash(public_d))
+    key = ("transaction", _home_key(ctx.home), ctx.datasite, caller, public_hash(public_d))
     with _CACHE_LOCK:
         entry = _CACHE.get(key)
         if entry is None:
@@ -509,7 +513,7 @@ def _region_state(
 ) -> _RegionState:
     from fedmugrep.training.prepare import community_graph
 
-    key = ("region", str(ctx.home), ctx.datasite, _caller(ctx), public_hash(public_d))
+    key = ("region", _home_key(ctx.home), ctx.datasite, _caller(ctx), public_hash(public_d))
     with _CACHE_LOCK:
         state = _CACHE.get(key)
         if state is None:
