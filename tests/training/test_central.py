@@ -119,3 +119,10 @@ def test_default_city_meets_accuracy_band(tmp_path):
     assert 0.95 * floor <= model["mae_log"] <= 1.15 * floor
     assert model["mae_log"] < rep["baselines"]["hist_gradient_boosting"]["mae_log"]
     assert 0.75 <= model["coverage80"] <= 0.85
+
+
+def test_temporal_split_accepts_microsecond_datetimes():
+    ns = pd.Series(pd.date_range("2021-01-01", periods=100, freq="D"))
+    a, b = temporal_split(ns), temporal_split(ns.astype("datetime64[us]"))
+    assert (a.train == b.train).all() and (a.test == b.test).all()
+    assert 0 < b.test.sum() < 30  # not everything in the test split

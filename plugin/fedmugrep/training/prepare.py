@@ -54,7 +54,8 @@ def temporal_split(dates: pd.Series, *, test_frac: float = 0.2, val_frac: float 
 
     Cut points are date quantiles of the rows; every row of one date falls in one part.
     """
-    d = pd.to_datetime(dates).to_numpy()
+    # nanosecond resolution whatever came in (PySyft hands back datetime64[us])
+    d = pd.to_datetime(dates).to_numpy().astype("datetime64[ns]")
     test_start = pd.Timestamp(np.quantile(d.astype("int64"), 1 - test_frac)).normalize()
     val_start = pd.Timestamp(np.quantile(d.astype("int64"), 1 - test_frac - val_frac)).normalize()
     test = d >= test_start.to_datetime64()
