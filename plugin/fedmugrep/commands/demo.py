@@ -1,8 +1,12 @@
 """``fedmugrep demo``: the README's main job on the built-in synthetic city.
 
-Today it generates the synthetic city and runs the centralized fed-MugRep model against
-the baselines and the Bayes floor. (The federated run over PySyft datasites replaces it
-when the federation lands.)
+1. Generate the synthetic city (three agencies, a region party's community table).
+2. Centralized reference: fed-MugRep on pooled data vs baselines vs the Bayes floor.
+3. Federated: one PySyft datasite per agency plus the region datasite (in-process, or real
+   HTTP servers on 127.0.0.1 with ``--http``); the data scientist submits one request per
+   datasite carrying its privacy contract, each data owner reviews and approves it, then
+   DP federated training runs with every release charged to the datasite's ledger.
+4. Report: test metrics, epsilon spent per datasite against its cap, bytes per round.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import time
 from pathlib import Path
 
 EPILOG = """example:
-  fedmugrep demo                       # writes runs/demo/{city/,report.json}
-  fedmugrep demo --out /tmp/demo --seed 3 --json /tmp/demo.json
+  fedmugrep demo                          # in-process datasites, writes runs/demo/report.json
+  fedmugrep demo --http --rounds 20       # real HTTP datasites on 127.0.0.1
+  fedmugrep demo --no-privacy --json out.json
 """
 
 
@@ -22,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the end-to-end demo on the built-in synthetic city",
-        description="Generate the synthetic city, train fed-MugRep on it and report test metrics "
-        "against baselines and the Bayes floor.",
+        description="Generate the synthetic city, train the centralized reference, then train "
+        "fed-MugRep across PySyft datasites with differential privacy and report.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -34,8 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--transactions", type=int, default=None, help="city size (default: the built-in size)"
     )
+    p.add_argument("--rounds", type=int, default=30, help="federated rounds (default 30)")
+    p.add_argument(
+        "--epsilon", type=float, default=8.0, help="epsilon cap per datasite (delta 1e-5)"
+    )
+    p.add_argument(
+        "--no-privacy", action="store_true", help="federate without noise (owners opt in)"
+    )
+    p.add_argument(
+        "--http", action="store_true", help="datasites as HTTP servers in separate processes"
+    )
     p.add_argument("--json", type=Path, help="also write the report here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or review sheets")
     p.set_defaults(func=run)
 
 
@@ -44,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     from fedmugrep.commands.train_central import format_summary
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+    from fedmugrep.federation.syft_federation import run_syft
+    from fedmugrep.privacy.ledger import Ledger
     from fedmugrep.training.central import (
         TrainConfig,
         attach_bayes_floor,
@@ -57,25 +75,76 @@ def run(args: argparse.Namespace) -> int:
     if args.transactions:
         cfg = replace(cfg, n_transactions=args.transactions)
     city_dir = args.out / "city"
-    print(f"[1/2] synthetic city (seed {cfg.seed}) -> {city_dir}")
-    files = write_city(make_city(cfg), city_dir)
+    print(f"[1/3] synthetic city (seed {cfg.seed}) -> {city_dir}")
+    write_city(make_city(cfg), city_dir)
     tx_files = sorted(city_dir.glob("transactions_agency*.csv"))
-    print(f"[2/2] centralized training on {len(tx_files)} agencies' pooled transactions")
+
+    print(f"[2/3] centralized reference on {len(tx_files)} agencies' pooled transactions")
     tx, comms, mob = load_inputs(tx_files, city_dir / "communities.csv", city_dir / "mobility.csv")
-    report = train_central(
-        tx, comms, mob, tcfg=TrainConfig(seed=args.seed), progress=not args.quiet
+    raw = train_central(tx, comms, mob, tcfg=TrainConfig(seed=args.seed), progress=not args.quiet)
+    attach_bayes_floor(raw, tx, tx_files)
+    central = public_report(raw)
+    print(format_summary(central))
+
+    mode = "http" if args.http else "inprocess"
+    privacy = None if args.no_privacy else PrivacyPlan(epsilon=args.epsilon)
+    plan = FederationPlan(
+        rounds=args.rounds, lr=0.01, region_lr=0.01, privacy=privacy, seed=args.seed
     )
-    attach_bayes_floor(report, tx, tx_files)
-    out = public_report(report)
-    out["mode"] = "centralized"
-    out["city"] = (
-        {k: str(v) for k, v in files.items()} if isinstance(files, dict) else str(city_dir)
+    print(
+        f"[3/3] federated training over PySyft datasites ({mode}), {args.rounds} rounds, "
+        + ("no privacy" if privacy is None else f"epsilon cap {args.epsilon} per datasite")
     )
+    res = run_syft(city_dir, plan, args.out / "datasites", mode=mode, progress=not args.quiet)
+
+    privacy_rep = {}
+    for dataset, home in res.homes.items():
+        if dataset == "region":  # the region party's z is not noised yet: nothing charged
+            continue
+        led = Ledger(home)
+        cap = led.cap(res.data_scientist, dataset)
+        privacy_rep[dataset] = {
+            "epsilon": led.spent(res.data_scientist, dataset),
+            "cap": cap[0] if cap else None,
+            "delta": cap[1] if cap else None,
+            "ledger_ok": led.verify().ok,
+        }
+    fed = dict(res.metrics)
+    out = {
+        "mode": mode,
+        "federated": fed,
+        "centralized": {k: central["model"][k] for k in ("mae", "mape", "mae_log", "coverage80")},
+        "baselines": central.get("baselines", {}),
+        "privacy": privacy_rep,
+        "noise_multiplier": res.noise_multiplier,
+        "bytes_per_round": [h.bytes_up for h in res.history],
+        "bytes_dense_per_round": res.history[-1].bytes_dense if res.history else 0,
+        "district_summary": res.district_summary,
+        "setup_seconds": res.setup_seconds,
+        "train_seconds": res.train_seconds,
+        "plan": plan.to_dict(),
+    }
+    if "bayes_floor" in central:
+        out["bayes_floor"] = central["bayes_floor"]
     out["demo_seconds"] = time.perf_counter() - t0
-    print(format_summary(out))
+
+    ratio = fed["mape"] / out["centralized"]["mape"]
+    print(
+        f"federated test: MAE {fed['mae']:,.0f}  MAPE {fed['mape']:.4f} ({ratio:.2f} x centralized)  "
+        f"MAE log {fed['mae_log']:.4f}  coverage80 {fed['coverage80']:.3f}"
+    )
+    for name, s in privacy_rep.items():
+        print(
+            f"  {name}: epsilon {s['epsilon']:.3f} of cap {s['cap']}; ledger verified: {s['ledger_ok']}"
+        )
+    if res.history:
+        up = sum(res.history[-1].bytes_up.values()) / len(res.history[-1].bytes_up)
+        print(
+            f"  bytes up per datasite per round: {up:,.0f} (dense {out['bytes_dense_per_round']:,})"
+        )
     for target in [args.out / "report.json", args.json]:
         if target:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(out, indent=2))
+            target.write_text(json.dumps(out, indent=2, default=str))
     print(f"report written to {args.out / 'report.json'} ({out['demo_seconds']:.0f} s)")
     return 0
