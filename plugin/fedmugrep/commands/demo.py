@@ -62,13 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.federation.syft_federation import run_syft
     from fedmugrep.privacy.ledger import Ledger
-    from fedmugrep.training.central import (
-        TrainConfig,
-        attach_bayes_floor,
-        load_inputs,
-        public_report,
-        train_central,
-    )
+    from fedmugrep.training.central import TrainConfig, central_reference
 
     t0 = time.perf_counter()
     cfg = replace(CityConfig(), seed=args.seed)
@@ -80,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
     tx_files = sorted(city_dir.glob("transactions_agency*.csv"))
 
     print(f"[2/3] centralized reference on {len(tx_files)} agencies' pooled transactions")
-    tx, comms, mob = load_inputs(tx_files, city_dir / "communities.csv", city_dir / "mobility.csv")
-    raw = train_central(tx, comms, mob, tcfg=TrainConfig(seed=args.seed), progress=not args.quiet)
-    attach_bayes_floor(raw, tx, tx_files)
-    central = public_report(raw)
+    central = central_reference(
+        tx_files,
+        city_dir / "communities.csv",
+        city_dir / "mobility.csv",
+        tcfg=TrainConfig(seed=args.seed),
+        progress=not args.quiet,
+    )
     print(format_summary(central))
 
     mode = "http" if args.http else "inprocess"

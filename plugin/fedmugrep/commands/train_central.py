@@ -40,25 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmugrep.training.central import (
-        TrainConfig,
-        attach_bayes_floor,
-        load_inputs,
-        public_report,
-        train_central,
-    )
+    from fedmugrep.training.central import TrainConfig, central_reference
 
-    tx, comms, mob = load_inputs(list(args.transactions), args.communities, args.mobility)
-    report = train_central(
-        tx,
-        comms,
-        mob,
+    out = central_reference(
+        list(args.transactions),
+        args.communities,
+        args.mobility,
         tcfg=TrainConfig(epochs=args.epochs, seed=args.seed),
         progress=not args.quiet,
         with_baselines=not args.no_baselines,
     )
-    attach_bayes_floor(report, tx, list(args.transactions))
-    out = public_report(report)
     print(format_summary(out))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -209,3 +209,22 @@ def attach_bayes_floor(report: dict, tx: pd.DataFrame, transaction_files: list[P
 
 def public_report(report: dict) -> dict:
     return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
+def central_reference(
+    transaction_files: list[Path],
+    communities_file: Path | None,
+    mobility_file: Path | None,
+    *,
+    tcfg: TrainConfig | None = None,
+    progress: bool = True,
+    with_baselines: bool = True,
+) -> dict:
+    """Load and validate the files, train centrally, add the Bayes floor when the files come
+    from ``fedmugrep synth``; return the JSON-ready report (what ``train-central`` writes)."""
+    tx, comms, mob = load_inputs(list(transaction_files), communities_file, mobility_file)
+    report = train_central(
+        tx, comms, mob, tcfg=tcfg, progress=progress, with_baselines=with_baselines
+    )
+    attach_bayes_floor(report, tx, list(transaction_files))
+    return public_report(report)
