@@ -108,3 +108,38 @@ def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city,
     capsys.readouterr()
     assert main(["audit", "--home", str(tmp_path / "h" / "transactions_agency1"), "--verify"]) == 0
     assert "agency1" in capsys.readouterr().out
+
+
+def test_a_retried_release_is_returned_again_and_never_charged_twice(city, tmp_path):
+    """Idempotent releases: the same (run, round) step asked twice -> same noised reply, one charge."""
+    import torch
+
+    from fedmugrep.federation import local as local_mod
+
+    captured = {}
+    real_coordinator = local_mod.Coordinator
+
+    class Capture(real_coordinator):  # keeps the parties the harness builds
+        def run(self, *, progress=True):
+            captured["c"] = self
+            return super().run(progress=progress)
+
+    local_mod.Coordinator = Capture
+    try:
+        plan = FederationPlan(rounds=1, privacy=PrivacyPlan(epsilon=4.0))
+        run_local(city, plan, tmp_path, progress=False, run_id="run-1")
+    finally:
+        local_mod.Coordinator = real_coordinator
+    c = captured["c"]
+    party = c.agencies["agency1"]
+    before = len(party.ledger.entries())
+    again = party.step(0, c.theta(), torch.zeros_like(c.region.forward(0, c.pooled_intra)), None)
+    first = party._replay("step-0")
+    assert again.theta == first.theta and torch.equal(again.z_grad, first.z_grad)
+    assert len(party.ledger.entries()) == before  # nothing charged for the retry
+    # an interrupted charge: pending value whose charge is in the ledger is finalised, not recharged
+    party._release_path("step-0").with_suffix(".pt").rename(
+        party._release_path("step-0").with_suffix(".pending")
+    )
+    assert party._replay("step-0") is not None
+    assert len(party.ledger.entries()) == before

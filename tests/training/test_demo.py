@@ -9,7 +9,20 @@ from fedmugrep.cli import main
 
 def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--transactions", "1500", "--rounds", "2", "--epsilon", "4", "--quiet"])
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--transactions",
+            "1500",
+            "--rounds",
+            "2",
+            "--epsilon",
+            "4",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     for key in ("mae", "mape", "mae_log"):

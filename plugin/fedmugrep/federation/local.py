@@ -72,12 +72,17 @@ def run_local(
     mock_seed: int = 1000,
     progress: bool = True,
     cap_epsilon: float | None = None,
+    run_id: str | None = None,
 ) -> FederationResult:
     """Federated training on a synthetic-city folder with every party in-process.
 
     Each agency's data owner caps the data scientist at ``cap_epsilon`` (default: the plan's
-    target epsilon) before anything runs.
+    target epsilon) before anything runs. ``run_id`` names the run in every ledger entry and
+    keys the parties' idempotent releases (a fresh id per call unless given).
     """
+    import uuid
+
+    run_id = run_id or uuid.uuid4().hex
     from dataclasses import replace
 
     city_dir, home = Path(city_dir), Path(home)
@@ -92,7 +97,7 @@ def run_local(
     for f in sorted(city_dir.glob("transactions_agency*.csv")):
         df = assign_regions(load_transactions(f), comms)
         name = f.stem.removeprefix("transactions_")
-        party = TransactionParty(name, df, home / f.stem, public, plan)
+        party = TransactionParty(name, df, home / f.stem, public, plan, request_id=run_id)
         if plan.privacy is not None:
             cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
             party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)

@@ -8,9 +8,11 @@ datasite's ledger first (never the other way round), or public.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ from fedmugrep.models.mugrep import (
     TransactionGraph,
 )
 from fedmugrep.privacy.laplace import LaplaceMechanism
-from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.privacy.ledger import Ledger, payload_digest
 from fedmugrep.training.metrics import distribution_metrics
 from fedmugrep.training.per_target import clipped_gradient_sums
 from fedmugrep.training.prepare import Encoders, GraphConfig, transaction_graph
@@ -105,17 +107,63 @@ class TransactionParty:
     def _load(self, theta: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(theta, strict=False)
 
-    def _charge(self, mechanism: str, events: list, payload: object) -> None:
-        if self.plan.privacy is None or not events:
-            return
-        self.ledger.charge(
-            data_scientist=self.data_scientist,
-            request_id=self.request_id,
-            dataset=self.name,
-            mechanism=mechanism,
-            events=events,
-            payload=payload,
+    def _release_path(self, key: str) -> Path:
+        folder = (
+            self.home
+            / "releases"
+            / "".join(c if c.isalnum() or c in "-_." else "_" for c in self.request_id)
         )
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.name}-{key}"
+
+    def _charged(self, digest: str) -> bool:
+        return any(
+            e.status == "charged" and e.payload_sha256 == digest and e.request_id == self.request_id
+            for e in self.ledger.entries()
+        )
+
+    def _replay(self, key: str) -> Any:
+        """The value already released under ``key`` in this run, or ``None``.
+
+        Releases are idempotent per (run, key): a retried call (lost reply, coordinator
+        restart) gets the same noised value back and is never charged twice. A value whose
+        charge was interrupted is finalised only if the ledger holds its charge; otherwise it
+        was never released and is recomputed with fresh noise.
+        """
+        final, pending = (
+            self._release_path(key).with_suffix(".pt"),
+            self._release_path(key).with_suffix(".pending"),
+        )
+        if final.exists():
+            return torch.load(final, weights_only=False)["value"]
+        if pending.exists():
+            rec = torch.load(pending, weights_only=False)
+            if rec["digest"] is None or self._charged(rec["digest"]):
+                os.replace(pending, final)
+                return rec["value"]
+        return None
+
+    def _charge(
+        self, mechanism: str, events: list, payload: object, *, key: str, value: Any
+    ) -> None:
+        """Record ``value`` as pending, charge it (unless already charged), then finalise."""
+        final, pending = (
+            self._release_path(key).with_suffix(".pt"),
+            self._release_path(key).with_suffix(".pending"),
+        )
+        charge = self.plan.privacy is not None and bool(events)
+        digest = payload_digest(payload) if charge else None
+        torch.save({"value": value, "digest": digest}, pending)
+        if charge and not self._charged(digest):
+            self.ledger.charge(
+                data_scientist=self.data_scientist,
+                request_id=self.request_id,
+                dataset=self.name,
+                mechanism=mechanism,
+                events=events,
+                payload=payload,
+            )
+        os.replace(pending, final)
 
     # -- releases --------------------------------------------------------------------------
     def release_intra(
@@ -127,6 +175,9 @@ class TransactionParty:
         Sensitivity: see :class:`~fedmugrep.models.intra_region.IntraRegionEncoder` (sums,
         L1 ``2 m (1 + D)``) and 1 for each count.
         """
+        cached = self._replay("intra")
+        if cached is not None:
+            return cached
         self._load(theta)
         n_comm = len(self.public.encoders.vocab.communities)
         with torch.no_grad():
@@ -134,6 +185,7 @@ class TransactionParty:
         n = float(self.targets.numel())
         p = self.plan.privacy
         if p is None:
+            self._charge("none", [], None, key="intra", value=(sums, counts, n))
             return sums, counts, n
         ev = self.plan.setup_events()
         ms = LaplaceMechanism(sensitivity=ev[0].sensitivity, scale=ev[0].scale, bound=p.intra_bound)
@@ -146,7 +198,11 @@ class TransactionParty:
             mn.event(dimension=1),
         ]
         self._charge(
-            "laplace:intra_region", events, [o.tolist() if torch.is_tensor(o) else o for o in out]
+            "laplace:intra_region",
+            events,
+            [o.tolist() if torch.is_tensor(o) else o for o in out],
+            key="intra",
+            value=out,
         )
         return out
 
@@ -162,6 +218,10 @@ class TransactionParty:
 
         Sensitivity: :mod:`fedmugrep.training.per_target` — ``(1 + 2K) clip`` in L2 for each sum.
         """
+        key = f"step-{round_index}"
+        cached = self._replay(key)
+        if cached is not None:
+            return cached
         self._load(theta)
         p = self.plan.privacy
         clip = p.clip if p else 1e12
@@ -182,12 +242,15 @@ class TransactionParty:
             theta_sum = {n: v + _gaussian(v.shape, std_t) for n, v in theta_sum.items()}
             z_sum = z_sum + _gaussian(z_sum.shape, std_z)
         sparse = compress(theta_sum, self.layout, channels)
+        reply = StepReply(sparse, z_sum, sums.loss_sum, sparse.nbytes + z_sum.numel() * 4)
         self._charge(
             "gaussian:theta+z_grad",
             self.plan.round_events(self.nm) if p else [],
             sparse.to_bytes() + z_sum.numpy().tobytes(),
+            key=key,
+            value=reply,
         )
-        return StepReply(sparse, z_sum, sums.loss_sum, sparse.nbytes + z_sum.numel() * 4)
+        return reply
 
     def release_calibration(
         self, theta: dict[str, torch.Tensor], z: torch.Tensor
@@ -196,6 +259,9 @@ class TransactionParty:
         errors and of clipped log errors, and noisy counts (sensitivities in
         :meth:`FederationPlan.calibration_events`). The coordinator combines them across
         parties into the calibration of the predicted distributions."""
+        cached = self._replay("calibration")
+        if cached is not None:
+            return cached
         self._load(theta)
         nd = len(self.public.encoders.vocab.districts)
         mask = torch.as_tensor(self.val)
@@ -210,6 +276,7 @@ class TransactionParty:
         e = torch.zeros(nd).index_add_(0, d, (err * self.public.encoders.y_scale).clamp(-1.0, 1.0))
         c = torch.bincount(d, minlength=nd).float()
         if p is None:
+            self._charge("none", [], None, key="calibration", value=(z2, e, c))
             return z2, e, c
         ev = self.plan.calibration_events()
         mechs = [
@@ -221,6 +288,8 @@ class TransactionParty:
             "laplace:district_summary",
             [m.event(dimension=nd) for m in mechs],
             [o.tolist() for o in out],
+            key="calibration",
+            value=out,
         )
         return out
 
