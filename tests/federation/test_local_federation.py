@@ -143,3 +143,76 @@ def test_a_retried_release_is_returned_again_and_never_charged_twice(city, tmp_p
     )
     assert party._replay("step-0") is not None
     assert len(party.ledger.entries()) == before
+
+
+def _inject(
+    monkeypatch, *, party: str, from_round: int, exc: type[BaseException], times: int | None
+):
+    """Make `party`'s step fail from `from_round` on (`times` failures, or forever)."""
+    from fedmugrep.federation.parties import TransactionParty
+
+    real = TransactionParty.step
+    left = {"n": times}
+
+    def flaky(self, round_index, *args, **kwargs):
+        if (
+            self.name == party
+            and round_index >= from_round
+            and (left["n"] is None or left["n"] > 0)
+        ):
+            if left["n"] is not None:
+                left["n"] -= 1
+            raise exc(f"injected failure of {party} at round {round_index}")
+        return real(self, round_index, *args, **kwargs)
+
+    monkeypatch.setattr(TransactionParty, "step", flaky)
+
+
+def test_crash_mid_training_then_resume_matches_uninterrupted_run(city, tmp_path, monkeypatch):
+    plan = FederationPlan(rounds=4, privacy=None, lr=0.01)
+    ref = run_local(city, plan, tmp_path / "ref", progress=False)
+    _inject(monkeypatch, party="agency2", from_round=2, exc=RuntimeError, times=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_local(city, plan, tmp_path / "crash", progress=False)
+    monkeypatch.undo()
+    resumed = run_local(city, plan, tmp_path / "crash", progress=False, resume=True)
+    assert len(resumed.history) == 4
+    for key in ("mae", "mape", "mae_log", "coverage80"):
+        assert resumed.metrics[key] == pytest.approx(ref.metrics[key], rel=1e-6)
+
+
+def test_private_resume_never_charges_a_release_twice(city, tmp_path, monkeypatch):
+    plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0))
+    _inject(monkeypatch, party="agency2", from_round=1, exc=RuntimeError, times=1)
+    with pytest.raises(RuntimeError):
+        run_local(city, plan, tmp_path, progress=False)
+    monkeypatch.undo()
+    run_local(city, plan, tmp_path, progress=False, resume=True)
+    for folder in sorted(tmp_path.glob("transactions_agency*")):
+        charged = [e for e in Ledger(folder).entries() if e.status == "charged"]
+        # one setup release, one per round, one district summary: as if never interrupted
+        assert [e.mechanism for e in charged] == (
+            ["laplace:intra_region"] + ["gaussian:theta+z_grad"] * 3 + ["laplace:district_summary"]
+        )
+        assert len({e.request_id for e in charged}) == 1
+
+
+def test_unresponsive_datasite_is_retried_then_dropped_or_stops_the_run(
+    city, tmp_path, monkeypatch
+):
+    # one transient failure: retried, the run completes with every datasite
+    _inject(monkeypatch, party="agency3", from_round=1, exc=ConnectionError, times=1)
+    plan = FederationPlan(rounds=2, privacy=None, retries=2, retry_backoff=0.01)
+    ok = run_local(city, plan, tmp_path / "retry", progress=False)
+    assert ok.dropped == [] and set(ok.per_agency) == {"agency1", "agency2", "agency3"}
+    monkeypatch.undo()
+    # a datasite that never answers again: dropped when configured, otherwise the run stops
+    _inject(monkeypatch, party="agency3", from_round=1, exc=ConnectionError, times=None)
+    drop = FederationPlan(
+        rounds=2, privacy=None, retries=1, retry_backoff=0.01, on_unresponsive="drop"
+    )
+    res = run_local(city, drop, tmp_path / "drop", progress=False)
+    assert res.dropped == ["agency3"] and set(res.per_agency) == {"agency1", "agency2"}
+    stop = FederationPlan(rounds=2, privacy=None, retries=1, retry_backoff=0.01)
+    with pytest.raises(ConnectionError):
+        run_local(city, stop, tmp_path / "stop", progress=False)

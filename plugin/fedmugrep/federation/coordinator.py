@@ -7,8 +7,10 @@ One round: region forward -> transaction steps on every agency -> aggregate mode
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +37,7 @@ class FederationResult:
     per_agency: dict = field(default_factory=dict)
     noise_multiplier: float = 0.0
     district_summary: dict = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
 
 class Coordinator:
@@ -46,8 +49,12 @@ class Coordinator:
         public: PublicArtefacts,
         agencies: dict[str, TransactionParty],
         region: RegionParty,
+        *,
+        checkpoint: Path | None = None,
     ) -> None:
         self.plan, self.public, self.agencies, self.region = plan, public, agencies, region
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.dropped: list[str] = []
         torch.manual_seed(plan.seed)
         self.model = EventModel(public.model_config)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.lr)
@@ -60,12 +67,77 @@ class Coordinator:
         """Model-1 parameters and buffers (the sigma calibration) as broadcast to the parties."""
         return {n: v.detach().clone() for n, v in self.model.state_dict().items()}
 
+    def _call(self, name: str, method: str, *args: object) -> object:
+        """Call a party with retries and exponential backoff (safe: releases are idempotent).
+
+        After ``plan.retries`` failed retries: ``on_unresponsive="drop"`` removes the datasite
+        for the rest of the run and returns ``None``; ``"stop"`` re-raises. Budget errors are
+        never retried.
+        """
+        delay = self.plan.retry_backoff
+        for attempt in range(self.plan.retries + 1):
+            try:
+                return getattr(self.agencies[name], method)(*args)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                if attempt == self.plan.retries:
+                    if self.plan.on_unresponsive == "drop" and len(self.agencies) > 1:
+                        tqdm.write(
+                            f"datasite {name} stopped answering ({exc}); continuing without it"
+                        )
+                        del self.agencies[name]
+                        self.dropped.append(name)
+                        return None
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        return None  # pragma: no cover
+
+    def _save(self, r: int, result: FederationResult, best: tuple) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(
+            {
+                "round": r,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "previous": self.previous,
+                "pooled_intra": self.pooled_intra,
+                "n_total": self.n_total,
+                "history": result.history,
+                "best": best,
+                "dropped": self.dropped,
+            },
+            tmp,
+        )
+        os.replace(tmp, self.checkpoint)
+
+    def _resume(self, result: FederationResult) -> tuple[int, tuple]:
+        ck = torch.load(self.checkpoint, weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.previous, self.pooled_intra, self.n_total = (
+            ck["previous"],
+            ck["pooled_intra"],
+            ck["n_total"],
+        )
+        result.history = ck["history"]
+        for name in ck["dropped"]:
+            self.agencies.pop(name, None)
+        self.dropped = list(ck["dropped"])
+        self.region.restore(ck["round"])
+        return ck["round"] + 1, ck["best"]
+
     def setup(self) -> None:
         """Collect the one-off noisy intra-region sums/counts and noisy target counts."""
         theta = self.theta()
         sums, counts, n = None, None, 0.0
-        for party in self.agencies.values():
-            s, c, k = party.release_intra(theta)
+        for name in list(self.agencies):
+            got = self._call(name, "release_intra", theta)
+            if got is None:
+                continue
+            s, c, k = got
             sums = s if sums is None else sums + s
             counts = c if counts is None else counts + c
             n += k
@@ -82,8 +154,10 @@ class Coordinator:
         grad = {n: torch.zeros_like(v) for n, v in self.model.named_parameters()}
         z_grad = torch.zeros_like(z)
         bytes_up, loss = {}, 0.0
-        for name, party in self.agencies.items():
-            reply = party.step(r, theta, z, self.previous)
+        for name in list(self.agencies):
+            reply = self._call(name, "step", r, theta, z, self.previous)
+            if reply is None:
+                continue
             for n, v in decompress(reply.theta, self.layout).items():
                 grad[n] += v
             z_grad += reply.z_grad
@@ -135,8 +209,11 @@ class Coordinator:
             self.model.log_sigma_offset.zero_()
         theta = self.theta()
         z2 = e = c = None
-        for party in self.agencies.values():
-            a, b, n = party.release_calibration(theta, z)
+        for name in list(self.agencies):
+            got = self._call(name, "release_calibration", theta, z)
+            if got is None:
+                continue
+            a, b, n = got
             z2, e, c = (a, b, n) if z2 is None else (z2 + a, e + b, c + n)
         cc = c.clamp(min=1.0)
         total = float(z2.clamp(min=0).sum()) / max(float(c.sum()), 1.0)
@@ -157,11 +234,21 @@ class Coordinator:
         }
 
     def run(self, *, progress: bool = True) -> FederationResult:
+        """Setup releases, rounds (checkpointed after each when a checkpoint path is set; a
+        run finding a checkpoint resumes after its round), best-on-validation, calibration,
+        test evaluation."""
         result = FederationResult(noise_multiplier=next(iter(self.agencies.values())).nm)
-        self.setup()
-        best = (float("inf"), None)
+        best: tuple = (float("inf"), None)
+        start = 0
+        if self.checkpoint is not None and self.checkpoint.exists():
+            start, best = self._resume(result)
+        else:
+            self.setup()
         bar = tqdm(
-            range(self.plan.rounds), desc="federated rounds", disable=not progress, unit="round"
+            range(start, self.plan.rounds),
+            desc="federated rounds",
+            disable=not progress,
+            unit="round",
         )
         for r in bar:
             rec = self.round(r)
@@ -177,9 +264,11 @@ class Coordinator:
                             copy.deepcopy(self.region.model.state_dict()),
                         ),
                     )
+            self._save(r, result, best)
         if best[1] is not None:
             self.model.load_state_dict(best[1][0])
             self.region.model.load_state_dict(best[1][1])
         result.district_summary = self.calibrate()
         result.metrics, result.per_agency = self.evaluate("test")
+        result.dropped = list(self.dropped)
         return result

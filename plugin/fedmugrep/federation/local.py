@@ -73,16 +73,26 @@ def run_local(
     progress: bool = True,
     cap_epsilon: float | None = None,
     run_id: str | None = None,
+    resume: bool = False,
 ) -> FederationResult:
     """Federated training on a synthetic-city folder with every party in-process.
 
     Each agency's data owner caps the data scientist at ``cap_epsilon`` (default: the plan's
     target epsilon) before anything runs. ``run_id`` names the run in every ledger entry and
-    keys the parties' idempotent releases (a fresh id per call unless given).
+    keys the parties' idempotent releases (a fresh id per call unless given). The coordinator
+    checkpoints every round under ``home/coordinator``; ``resume=True`` continues the last
+    run there from its checkpoint (same run id: nothing already released is charged again).
     """
     import uuid
 
-    run_id = run_id or uuid.uuid4().hex
+    ck_dir = Path(home) / "coordinator"
+    ck_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (ck_dir / "run_id").exists():
+        run_id = (ck_dir / "run_id").read_text().strip()
+    else:
+        run_id = run_id or uuid.uuid4().hex
+        (ck_dir / "checkpoint.pt").unlink(missing_ok=True)
+    (ck_dir / "run_id").write_text(run_id)
     from dataclasses import replace
 
     city_dir, home = Path(city_dir), Path(home)
@@ -103,4 +113,5 @@ def run_local(
             party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
         agencies[name] = party
     region = RegionParty(cg, public.model_config, plan, home / "region")
-    return Coordinator(plan, public, agencies, region).run(progress=progress)
+    coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
+    return coordinator.run(progress=progress)

@@ -344,7 +344,24 @@ class RegionParty:
         z = self.model(self.comm, self._intra)
         z.backward(z_grad)
         self.opt.step()
-        torch.save(
-            {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "round": round_index},
-            self.home / "region_model.pt",
-        )
+        state = {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "round": round_index,
+        }
+        torch.save(state, self.home / "region_model.pt")
+        # per-round snapshots (last three) so a resumed coordinator can rewind model 2 exactly
+        torch.save(state, self.home / f"region_model.r{round_index}.pt")
+        stale = self.home / f"region_model.r{round_index - 3}.pt"
+        stale.unlink(missing_ok=True)
+
+    def restore(self, round_index: int) -> None:
+        """Rewind model 2 and its optimiser to the end of ``round_index`` (for a resumed run)."""
+        snap = self.home / f"region_model.r{round_index}.pt"
+        if not snap.exists():
+            raise FileNotFoundError(
+                f"no region snapshot for round {round_index} in {self.home}; start a new run"
+            )
+        state = torch.load(snap, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])

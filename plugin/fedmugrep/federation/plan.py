@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from fedmugrep.errors import PrivacyParameterError
+from fedmugrep.errors import ConfigError, PrivacyParameterError
 from fedmugrep.privacy.calibration import noise_multiplier_for_epsilon
 from fedmugrep.privacy.events import GaussianEvent, LaplaceEvent, PrivacyEvent
 from fedmugrep.training.per_target import sum_sensitivity
@@ -71,6 +71,15 @@ class FederationPlan:
     intra_dim: int = 16
     intra_max_degree: int = 8
     seed: int = 0
+    retries: int = 3  # per party call, with exponential backoff
+    retry_backoff: float = 0.5  # seconds before the first retry
+    on_unresponsive: str = "stop"  # "stop" the run, or "drop" the datasite and go on
+
+    def __post_init__(self) -> None:
+        if self.on_unresponsive not in ("stop", "drop"):
+            raise ConfigError(
+                f"on_unresponsive must be 'stop' or 'drop' (got {self.on_unresponsive!r})"
+            )
 
     def setup_events(self) -> list[PrivacyEvent]:
         """Events of the one-off releases (intra sums, intra counts, target count)."""
