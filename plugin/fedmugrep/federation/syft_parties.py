@@ -794,6 +794,11 @@ class SyftRegionParty:
     def calls(self) -> list[CallStat]:
         return self._remote.calls
 
+    def restore(self, round_index: int) -> None:
+        """See :meth:`RegionParty.restore`: the region datasite rewinds model 2 to its snapshot
+        of ``round_index`` (used when a coordinator resumes; counts against the call cap)."""
+        self._remote("restore", {"round": int(round_index)})
+
     def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
         """See :meth:`RegionParty.forward`."""
         out = self._remote(
