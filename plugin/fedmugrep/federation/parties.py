@@ -107,6 +107,11 @@ class TransactionParty:
     def _load(self, theta: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(theta, strict=False)
 
+    def _release_files(self, key: str) -> tuple[Path, Path]:
+        """(final, pending) files of the release ``key`` of this run."""
+        base = self._release_path(key)
+        return base.with_suffix(".pt"), base.with_suffix(".pending")
+
     def _release_path(self, key: str) -> Path:
         folder = (
             self.home
@@ -130,10 +135,7 @@ class TransactionParty:
         charge was interrupted is finalised only if the ledger holds its charge; otherwise it
         was never released and is recomputed with fresh noise.
         """
-        final, pending = (
-            self._release_path(key).with_suffix(".pt"),
-            self._release_path(key).with_suffix(".pending"),
-        )
+        final, pending = self._release_files(key)
         if final.exists():
             return torch.load(final, weights_only=False)["value"]
         if pending.exists():
@@ -146,15 +148,16 @@ class TransactionParty:
     def _charge(
         self, mechanism: str, events: list, payload: object, *, key: str, value: Any
     ) -> None:
-        """Record ``value`` as pending, charge it (unless already charged), then finalise."""
-        final, pending = (
-            self._release_path(key).with_suffix(".pt"),
-            self._release_path(key).with_suffix(".pending"),
-        )
+        """Record ``value`` as pending, charge it, then finalise.
+
+        No ledger lookup is needed here: a value reaching this point was just computed with
+        fresh noise (:meth:`_replay` found nothing to return), so it cannot have been charged.
+        """
+        final, pending = self._release_files(key)
         charge = self.plan.privacy is not None and bool(events)
         digest = payload_digest(payload) if charge else None
         torch.save({"value": value, "digest": digest}, pending)
-        if charge and not self._charged(digest):
+        if charge:
             self.ledger.charge(
                 data_scientist=self.data_scientist,
                 request_id=self.request_id,
