@@ -147,6 +147,19 @@ _STREAMS = (
 )
 
 
+PROFILE_COEFFICIENTS: tuple[str, ...] = (
+    "rooms_coef",
+    "floor_coef",
+    "ground_floor_coef",
+    "age_coef",
+    "age_sq_coef",
+    "house_coef",
+    "studio_coef",
+    "parking_coef",
+)
+"""CityConfig fields that are profile-effect coefficients (checked finite; written to metadata)."""
+
+
 @dataclass(frozen=True)
 class CityConfig:
     """Every parameter of the synthetic city (see the module docstring for the model).
@@ -274,14 +287,7 @@ class CityConfig:
             "seasonality",
             "area_coef",
             "district_trend_mean",
-            "rooms_coef",
-            "floor_coef",
-            "ground_floor_coef",
-            "age_coef",
-            "age_sq_coef",
-            "house_coef",
-            "studio_coef",
-            "parking_coef",
+            *PROFILE_COEFFICIENTS,
             "rho",
         ):
             finite(name)
@@ -846,19 +852,7 @@ def make_city(config: CityConfig | None = None) -> SyntheticCity:
             "community_effect": dict(
                 zip(map(str, cnames), map(float, community_effect), strict=True)
             ),
-            "profile": {
-                name: getattr(cfg, name)
-                for name in (
-                    "rooms_coef",
-                    "floor_coef",
-                    "ground_floor_coef",
-                    "age_coef",
-                    "age_sq_coef",
-                    "house_coef",
-                    "studio_coef",
-                    "parking_coef",
-                )
-            },
+            "profile": {name: getattr(cfg, name) for name in PROFILE_COEFFICIENTS},
         },
         "sigma": cfg.sigma,
         "rho": cfg.rho,
