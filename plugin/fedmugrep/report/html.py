@@ -1,0 +1,544 @@
+"""Assemble the report page: header tables, one section per figure, and the PNG files.
+
+The page is self-contained (figures embedded as base64 PNG ``<img>``, CSS inline) and each
+figure is also written as a PNG next to it. A section whose input is missing says which file
+is missing and how to produce it instead of showing a figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fedmugrep.report import plots
+from fedmugrep.report.inputs import Missing, ReportInputs, load_inputs
+
+__all__ = ["FIGURES", "ReportResult", "render_page", "write_report"]
+
+FIGURES: tuple[tuple[str, str], ...] = (
+    ("training", "training_curves.png"),
+    ("epsilon", "epsilon_spent.png"),
+    ("bytes", "bytes_per_round.png"),
+    ("map", "city_map.png"),
+    ("calibration", "predicted_vs_actual.png"),
+    ("sweep", "privacy_utility.png"),
+)
+"""Section key and PNG file name of every figure, in page order."""
+
+_DPI = 110
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`write_report` wrote.
+
+    Attributes:
+        html: the page.
+        pngs: the figures written next to it, in page order.
+        missing: section key -> why it has no figure (the text shown on the page).
+    """
+
+    html: Path
+    pngs: list[Path] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "html": str(self.html),
+            "pngs": [str(p) for p in self.pngs],
+            "missing": dict(self.missing),
+        }
+
+
+@dataclass
+class _Section:
+    key: str
+    title: str
+    caption: str = ""
+    png: bytes | None = None
+    file: str | None = None
+    missing: str | None = None
+    extra_html: str = ""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: Any, fmt: str = "{:.4f}") -> str:
+    if value is None:
+        return "—"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+    if not math.isfinite(v):
+        return "—"
+    return fmt.format(v)
+
+
+def _pct(value: Any) -> str:
+    return _num(None if value is None else 100 * float(value), "{:.2f}%")
+
+
+def _euros(value: Any) -> str:
+    return _num(value, "€{:,.0f}")
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "—"
+    v = float(value)
+    return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _metrics_table(report: Mapping[str, Any]) -> str:
+    rows: list[tuple[str, Mapping[str, Any], str]] = []
+    for key, label, cls in (
+        ("federated", "fed-MugRep, federated (this run)", "fed"),
+        ("centralized", "fed-MugRep, centralized on pooled data", ""),
+    ):
+        if isinstance(report.get(key), Mapping):
+            rows.append((label, report[key], cls))
+    baselines = report.get("baselines")
+    if isinstance(baselines, Mapping):
+        for name, m in baselines.items():
+            if isinstance(m, Mapping):
+                rows.append((f"baseline: {name.replace('_', ' ')} (pooled)", m, ""))
+    if isinstance(report.get("bayes_floor"), Mapping):
+        rows.append(("Bayes floor (oracle; lowest achievable)", report["bayes_floor"], "floor"))
+    if not rows:
+        return '<p class="missing">report.json has no "federated" or "centralized" metrics.</p>'
+    fed = report.get("federated") if isinstance(report.get("federated"), Mapping) else None
+    out = []
+    for label, m, cls in rows:
+        cells = [
+            f'<span class="{cls}">{html.escape(label)}</span>',
+            _euros(m.get("mae")),
+            _pct(m.get("mape")),
+            _num(m.get("mae_log")),
+            _pct(m.get("coverage80")),
+        ]
+        out.append(cells)
+    table = _table(
+        ["model", "MAE (€)", "MAPE", "MAE of log price", "80% interval coverage"], out, "num"
+    )
+    note = ""
+    cen = report.get("centralized")
+    if fed and isinstance(cen, Mapping) and fed.get("mape") and cen.get("mape"):
+        note = (
+            f"<p>Federated MAPE is <b>{float(fed['mape']) / float(cen['mape']):.2f}×</b> the "
+            "centralized MAPE. Coverage should be close to 80%; “—” means not measured.</p>"
+        )
+    return table + note
+
+
+def _privacy_table(inputs: ReportInputs) -> str:
+    priv = inputs.privacy
+    if not priv:
+        plan = inputs.report.get("plan") or {}
+        if isinstance(plan, Mapping) and plan.get("privacy") is None and "privacy" in plan:
+            return "<p>This run used <b>no differential privacy</b> (owners opted in to exact releases).</p>"
+        return '<p class="missing">report.json has no "privacy" section.</p>'
+    rows = []
+    for site in sorted(priv):
+        p = priv[site]
+        eps, cap = p.get("epsilon"), p.get("cap")
+        used = (
+            f"{100 * float(eps) / float(cap):.1f}%"
+            if eps is not None and cap not in (None, 0)
+            else "—"
+        )
+        ok = p.get("ledger_ok")
+        status = (
+            '<span class="ok">✔ verified</span>'
+            if ok is True
+            else '<span class="bad">✘ FAILED verification</span>'
+            if ok is False
+            else "not checked"
+        )
+        rows.append(
+            [
+                html.escape(site),
+                _num(eps, "{:.3f}"),
+                _num(cap, "{:g}"),
+                used,
+                _num(p.get("delta"), "{:.0e}"),
+                status,
+            ]
+        )
+    return _table(
+        ["datasite", "ε spent", "ε cap", "share of cap", "δ", "privacy ledger"], rows, "num"
+    )
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out += _flatten(v, name + ".")
+        else:
+            out.append((name, v))
+    return out
+
+
+def _run_table(report: Mapping[str, Any]) -> str:
+    rows = []
+    for key, label in (
+        ("mode", "datasites"),
+        ("demo_seconds", "total run time"),
+        ("setup_seconds", "datasite setup"),
+        ("train_seconds", "federated training"),
+        ("noise_multiplier", "DP noise multiplier"),
+    ):
+        if key in report:
+            v = report[key]
+            text = _seconds(v) if key.endswith("seconds") else html.escape(str(v))
+            rows.append([label, text])
+    plan = report.get("plan")
+    plan_html = ""
+    if isinstance(plan, Mapping):
+        for key, label in (
+            ("rounds", "rounds"),
+            ("optimizer", "optimizer"),
+            ("lr", "learning rate"),
+        ):
+            if key in plan:
+                rows.append([label, html.escape(str(plan[key]))])
+        flat = [[html.escape(k), html.escape(str(v))] for k, v in _flatten(plan)]
+        plan_html = (
+            "<details><summary>full federation plan</summary>"
+            + _table(["setting", "value"], flat, "plan")
+            + "</details>"
+        )
+    if not rows and not plan_html:
+        return '<p class="missing">report.json has no run time or plan.</p>'
+    return _table(["", ""], rows, "kv") + plan_html
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _private(inputs: ReportInputs) -> bool:
+    plan = inputs.report.get("plan")
+    if isinstance(plan, Mapping) and "privacy" in plan:
+        return plan["privacy"] is not None
+    return bool(inputs.privacy)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)  # the Agg canvas: no display, no pyplot state
+    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
+    return buf.getvalue()
+
+
+def _draw(section: _Section, make: Callable[[], Figure | None], file: str) -> None:
+    fig = make()
+    if fig is None:
+        return
+    section.png = _png(fig)
+    section.file = file
+
+
+def _sections(inputs: ReportInputs) -> list[_Section]:
+    rep, miss = inputs.report, inputs.missing
+    files = dict(FIGURES)
+    out: list[_Section] = []
+
+    def missing_text(key: str) -> str:
+        m = miss.get(key)
+        return str(m) if isinstance(m, Missing) else str(m)
+
+    # 1. training
+    s = _Section("training", "1. Training and validation curves")
+    if "history" in miss:
+        s.missing = missing_text("history")
+    else:
+        has_loss = any(r.get("train_loss") is not None for r in inputs.history)
+        has_val = any(r.get("val_mae_log") is not None for r in inputs.history)
+        _draw(s, lambda: plots.training_curves(inputs.history), files["training"])
+        notes = []
+        if has_loss:
+            notes.append("Training loss per round, averaged over the datasites' training targets.")
+        if has_val:
+            notes.append(
+                "Validation MAE of log price per round, computed by each data owner on its own "
+                "validation sales (lower is better; 0.1 ≈ 10% typical error)."
+            )
+        if not has_loss:
+            notes.append(
+                "Training loss is not shown: under differential privacy the datasites release "
+                "only clipped, noised gradients, never their training loss, so it is not "
+                "recorded."
+                if _private(inputs)
+                else 'The history has no "train_loss", so no training loss is shown.'
+            )
+        if not has_val:
+            notes.append('The history has no "val_mae_log", so no validation curve is shown.')
+        s.caption = " ".join(notes)
+        if s.png is None:
+            s.missing = (
+                f"{inputs.run_dir / 'report.json'}: the history has neither train_loss nor "
+                "val_mae_log. To produce it: re-run `fedmugrep demo` with a version that "
+                "records them."
+            )
+    out.append(s)
+
+    # 2. epsilon
+    s = _Section("epsilon", "2. Privacy budget spent per datasite")
+    if "epsilon" in miss:
+        s.missing = missing_text("epsilon")
+    else:
+        _draw(
+            s, lambda: plots.epsilon_spent(inputs.epsilon_curves, inputs.privacy), files["epsilon"]
+        )
+        per_round = all(c.per_round for c in inputs.epsilon_curves.values())
+        s.caption = (
+            "Cumulative ε spent by each agency datasite after each round, against the cap its "
+            "data owner set (dashed). A datasite's ledger refuses any release that would cross "
+            "the cap."
+            if per_round
+            else "Cumulative ε spent by each datasite, rebuilt from its privacy ledger "
+            "(RUN_DIR/datasites/&lt;site&gt;/privacy_ledger.sqlite): one point per charged "
+            "release in ledger order (a run charges a few one-off releases, e.g. intra-region sums "
+            "and counts, besides those of every round), because report.json has no per-round ε. "
+            "Dashed: the cap."
+        )
+    out.append(s)
+
+    # 3. bytes
+    s = _Section("bytes", "3. Communication per round")
+    if "history" in miss:
+        s.missing = missing_text("history")
+    else:
+        _draw(s, lambda: plots.bytes_per_round(inputs.history), files["bytes"])
+        if s.png is None:
+            s.missing = (
+                f"{inputs.run_dir / 'report.json'}: the history has no bytes_up. To produce it: "
+                "re-run `fedmugrep demo`."
+            )
+        else:
+            ratios = [
+                float(r["bytes_dense"]) / float(v)
+                for r in inputs.history
+                if r.get("bytes_dense") and isinstance(r.get("bytes_up"), Mapping)
+                for v in r["bytes_up"].values()
+                if v
+            ]
+            ratio = (
+                f" On average an upload is <b>{sum(ratios) / len(ratios):.1f}×</b> smaller "
+                "than the dense update."
+                if ratios
+                else ""
+            )
+            s.caption = (
+                "Bytes each agency datasite uploads per round with compression (solid lines, log scale) "
+                "against the same update sent dense, without compression (dashed)." + ratio
+            )
+    out.append(s)
+
+    # 4. map
+    s = _Section("map", "4. City map: predicted price level and test error")
+    if "communities" in miss or "predictions" in miss:
+        s.missing = " ".join(missing_text(k) for k in ("communities", "predictions") if k in miss)
+    else:
+        preds, comms = inputs.predictions, inputs.communities
+        assert preds is not None and comms is not None
+        known = preds["community"].isin(comms["community"])
+        if not known.any():
+            s.missing = (
+                f"{inputs.run_dir / 'predictions.csv'}: no community matches "
+                f"{inputs.run_dir / 'city' / 'communities.csv'}. To produce it: re-run "
+                "`fedmugrep demo` so both come from the same city."
+            )
+        else:
+            _draw(s, lambda: plots.city_map(comms, preds[known]), files["map"])
+            s.caption = (
+                "Each dot is a community centre (longitude/latitude); its area grows with the "
+                "number of test sales there; district labels sit at the centre of their "
+                "communities. Left: median predicted price of the community's test sales. "
+                "Right: mean absolute percentage error of the predicted median on those sales "
+                "(colour scale from the 5th to the 95th percentile of communities). Hollow grey: no test sale."
+            )
+    out.append(s)
+
+    # 5. predicted vs actual
+    s = _Section("calibration", "5. Predicted vs actual price with 80% intervals")
+    if "predictions" in miss:
+        s.missing = missing_text("predictions")
+    else:
+        preds = inputs.predictions
+        assert preds is not None
+        _draw(s, lambda: plots.predicted_vs_actual(preds), files["calibration"])
+        cov = plots.coverage80(preds)
+        s.caption = (
+            f"Test sales (n = {len(preds)}): predicted median against the actual price, both "
+            "on log scales; vertical bars are 80% prediction intervals (a random subset when "
+            f"there are many). <b>Coverage: {100 * cov:.1f}%</b> of actual prices fall inside "
+            "their 80% interval (a calibrated model gives about 80%)."
+        )
+    out.append(s)
+
+    # 6. sweep
+    s = _Section("sweep", "6. Privacy–utility trade-off")
+    if "sweep" in miss:
+        s.missing = missing_text("sweep")
+    else:
+        sweep = inputs.sweep
+        assert sweep is not None
+        cen = rep.get("centralized")
+        cen_mape = (
+            float(cen["mape"]) if isinstance(cen, Mapping) and cen.get("mape") is not None else None
+        )
+        _draw(s, lambda: plots.privacy_utility(sweep, cen_mape), files["sweep"])
+        summ = plots.sweep_summary(sweep)
+        rows = [
+            [
+                "∞ (no DP)" if math.isnan(r.epsilon) else f"{r.epsilon:g}",
+                _pct(r.mean),
+                _pct(r.std),
+                f"{_pct(r.min)} – {_pct(r.max)}",
+                str(int(r.n)),
+            ]
+            for r in summ.itertuples()
+        ]
+        s.extra_html = _table(["ε", "mean MAPE", "std", "range", "seeds"], rows, "num")
+        s.caption = (
+            "Test MAPE of federated training for each privacy budget ε per datasite (mean ± "
+            "standard deviation over seeds; grey dots: single seeds)"
+            + (
+                ", against the centralized model trained on pooled data (dashed)"
+                if cen_mape
+                else ""
+            )
+            + ". Smaller ε means stronger privacy and more noise."
+        )
+    out.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- page
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
+color:#1d2330;background:#f6f7f9;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.7em;margin:0 0 4px} h2{font-size:1.3em;margin:28px 0 10px;
+border-bottom:2px solid #dde1e8;padding-bottom:4px} h3{font-size:1.05em;margin:18px 0 6px}
+.sub{color:#5b6473;margin:0 0 18px}
+section,.card{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 18px;
+margin:14px 0}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:.93em}
+th,td{padding:5px 12px;border-bottom:1px solid #e7e9ee;text-align:left}
+th{background:#f0f2f6;font-weight:600}
+table.num td:not(:first-child),table.num th:not(:first-child){text-align:right;
+font-variant-numeric:tabular-nums}
+table.kv th{display:none} table.kv td:first-child{color:#5b6473}
+.fed{font-weight:700} .floor{color:#5b6473;font-style:italic}
+.ok{color:#1a7f37;font-weight:600} .bad{color:#c62828;font-weight:700}
+img{max-width:100%;height:auto;display:block;margin:8px auto}
+.caption{color:#3b4350;font-size:.95em}
+.missing{background:#fff6e5;border-left:4px solid #f0a020;padding:8px 12px;margin:8px 0}
+.file{font-size:.85em;color:#5b6473} nav a{margin-right:14px} code{font-size:.92em}
+details{margin-top:6px} summary{cursor:pointer;color:#2a5db0}
+"""
+
+
+def render_page(inputs: ReportInputs, sections: list[_Section], generated: str) -> str:
+    """The HTML of the page (figures embedded as base64)."""
+    esc = html.escape
+    nav = " ".join(f'<a href="#{s.key}">{esc(s.title)}</a>' for s in sections)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>fedmugrep report — {esc(inputs.run_dir.name or str(inputs.run_dir))}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        "<h1>fed-MugRep federated appraisal report</h1>",
+        f'<p class="sub">Run folder <code>{esc(str(inputs.run_dir))}</code> · generated '
+        f"{esc(generated)}</p>",
+        '<div class="card"><h3>Test metrics</h3>',
+        _metrics_table(inputs.report),
+        "<h3>Privacy budget per datasite</h3>",
+        _privacy_table(inputs),
+        "<h3>Run</h3>",
+        _run_table(inputs.report),
+        "</div>",
+        f"<nav>{nav}</nav>",
+    ]
+    for s in sections:
+        parts.append(f'<section id="{s.key}"><h2>{esc(s.title)}</h2>')
+        if s.png is not None and s.file is not None:
+            b64 = base64.b64encode(s.png).decode("ascii")
+            parts.append(
+                f'<img src="data:image/png;base64,{b64}" alt="{esc(s.title)}" '
+                f'data-file="{esc(s.file)}">'
+            )
+            if s.caption:
+                parts.append(f'<p class="caption">{s.caption}</p>')
+            parts.append(s.extra_html)
+            parts.append(
+                f'<p class="file">Also saved as <a href="{esc(s.file)}">{esc(s.file)}</a></p>'
+            )
+        else:
+            if s.caption:
+                parts.append(f'<p class="caption">{s.caption}</p>')
+            parts.append(f'<p class="missing">Not shown — {esc(s.missing or "no data")}</p>')
+        parts.append("</section>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run_dir: Path, out: Path | None = None, sweep: Path | None = None) -> ReportResult:
+    """Write ``index.html`` and one PNG per drawable figure for a run folder.
+
+    Args:
+        run_dir: the run folder (holding ``report.json``; see :mod:`fedmugrep.report.inputs`).
+        out: output folder (default ``run_dir / "report"``); created if needed. PNGs of this
+            report's figure names left there by an earlier report are removed when the figure
+            cannot be drawn now, so the folder always matches the page.
+        sweep: privacy-utility sweep file (default ``run_dir / "sweep.json"``).
+
+    Returns:
+        The page, the PNGs written, and the sections that could not be drawn.
+
+    Raises:
+        DataValidationError: ``run_dir`` does not exist or has no readable ``report.json``.
+    """
+    run_dir = Path(run_dir)
+    inputs = load_inputs(run_dir, sweep=sweep)
+    out_dir = Path(out) if out is not None else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = _sections(inputs)
+    pngs: list[Path] = []
+    for s in sections:
+        if s.png is not None and s.file is not None:
+            path = out_dir / s.file
+            path.write_bytes(s.png)
+            pngs.append(path)
+    for _key, name in FIGURES:
+        stale = out_dir / name
+        if stale not in pngs and stale.exists():
+            stale.unlink()
+    generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    page = out_dir / "index.html"
+    page.write_text(render_page(inputs, sections, generated), encoding="utf-8")
+    missing = {s.key: s.missing for s in sections if s.png is None and s.missing}
+    return ReportResult(html=page, pngs=pngs, missing=missing)
