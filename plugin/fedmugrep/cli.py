@@ -21,7 +21,17 @@ from fedmugrep.errors import (
     LedgerIntegrityError,
 )
 
-COMMANDS: tuple[str, ...] = ("synth", "train_central", "train_federated", "audit", "demo")
+COMMANDS: tuple[str, ...] = (
+    "synth",
+    "train_central",
+    "train_federated",
+    "audit",
+    "demo",
+    "report",
+    "datasite",
+    "requests",
+    "budget",
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_INTEGRITY = 0, 1, 2, 3, 4
 

@@ -290,7 +290,7 @@ def test_sample_datasite_toml_in_the_repository_loads() -> None:
     assert (cfg.name, cfg.port, cfg.host) == ("agency-a", 8081, "127.0.0.1")
     assert cfg.home == sample.parent / "agency-a"
     assert cfg.admin_password is None and cfg.admin_password_env == "FEDMUGREP_ADMIN_PASSWORD"
-    assert cfg.data_files["transactions"] == sample.parent / "data" / "agency-a-transactions.csv"
+    assert cfg.data_files["transactions"] == sample.parent / "data" / "transactions_agency1.csv"
     assert (cfg.epsilon_cap, cfg.delta_cap) == (8.0, 1e-5)
 
 

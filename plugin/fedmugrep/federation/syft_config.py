@@ -19,6 +19,7 @@ TOML layout (paths are relative to the TOML file)::
     home = "agency-a"
     host = "127.0.0.1"
     port = 8081
+    role = "transactions"   # optional: "transactions" or "region" (default: from [data])
 
     [admin]
     email = "owner@agency-a.example"
@@ -49,7 +50,9 @@ from typing import Any
 from fedmugrep.errors import ConfigError, PrivacyParameterError
 
 __all__ = [
+    "DATA_KEYS",
     "DEFAULT_PASSWORD_ENV",
+    "ROLES",
     "DatasiteConfig",
     "load_datasite_config",
 ]
@@ -60,11 +63,22 @@ DEFAULT_PASSWORD_ENV = "FEDMUGREP_ADMIN_PASSWORD"
 #: PySyft's built-in root password; a datasite must never run with it.
 _SYFT_DEFAULT_PASSWORD = "changethis"  # nosec - listed to be refused
 
+#: What a datasite holds: a transaction datasite (an agency's sales) or the region datasite
+#: (community table + mobility flows).
+ROLES: tuple[str, ...] = ("transactions", "region")
+
+#: The [data] keys the ``fedmugrep datasite start`` command knows how to upload (with a mock),
+#: per role; the first key of each role is required.
+DATA_KEYS: dict[str, tuple[str, ...]] = {
+    "transactions": ("transactions", "communities"),
+    "region": ("communities", "mobility"),
+}
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _SECTIONS: dict[str, frozenset[str]] = {
-    "datasite": frozenset({"name", "home", "host", "port"}),
+    "datasite": frozenset({"name", "home", "host", "port", "role"}),
     "admin": frozenset({"email", "name", "password", "password_env"}),
     "data": frozenset(),  # free keys: asset name -> file
     "budget": frozenset({"epsilon_cap", "delta_cap"}),
@@ -90,6 +104,10 @@ class DatasiteConfig:
             runtime; the CLI uses it).
         epsilon_cap: the owner's total epsilon budget per data scientist (``None``: not set here).
         delta_cap: the owner's total delta budget per data scientist (``None``: not set here).
+        role: ``"transactions"`` or ``"region"`` (:data:`ROLES`); ``None`` lets :attr:`kind`
+            infer it from ``data_files`` (a ``communities`` file without ``transactions`` means
+            region). When set and ``data_files`` is not empty, the role's main file must be in it
+            (``transactions``, or ``communities`` for the region).
 
     Raises:
         ConfigError: on an invalid name, e-mail, port, password or env-var name.
@@ -107,6 +125,7 @@ class DatasiteConfig:
     data_files: Mapping[str, Path] = field(default_factory=dict)
     epsilon_cap: float | None = None
     delta_cap: float | None = None
+    role: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -150,6 +169,28 @@ class DatasiteConfig:
                     f"delta_cap must be in [0, 1) (got {self.delta_cap}); pass e.g. 1e-5"
                 )
             object.__setattr__(self, "delta_cap", delta)
+        if self.role is not None:
+            if self.role not in ROLES:
+                raise ConfigError(
+                    f"role must be one of {list(ROLES)} (got {self.role!r}); pass e.g. "
+                    "role='transactions' for an agency, role='region' for the region datasite"
+                )
+            main = DATA_KEYS[self.role][0]
+            if files and main not in files:
+                raise ConfigError(
+                    f"a {self.role} datasite needs a [data] {main} file (has {sorted(files)}); "
+                    f'add {main} = "..." under [data]'
+                )
+
+    @property
+    def kind(self) -> str:
+        """The datasite's role: :attr:`role` if set, else inferred from :attr:`data_files`."""
+        if self.role is not None:
+            return self.role
+        files = self.data_files
+        return (
+            "region" if "communities" in files and "transactions" not in files else "transactions"
+        )
 
     # ------------------------------------------------------------------ paths
     @property
@@ -230,6 +271,8 @@ class DatasiteConfig:
         ]
         if self.port is not None:
             lines.append(f"port = {self.port}")
+        if self.role is not None:
+            lines.append(f"role = {_toml_str(self.role)}")
         lines += [
             "",
             "[admin]",
@@ -319,6 +362,7 @@ def load_datasite_config(path: str | os.PathLike[str]) -> DatasiteConfig:
             data_files=data,
             epsilon_cap=budget.get("epsilon_cap"),
             delta_cap=budget.get("delta_cap"),
+            role=site.get("role"),
         )
     except ConfigError as exc:
         raise type(exc)(f"{src}: {exc}") from exc

@@ -110,6 +110,7 @@ __all__ = [
     "make_remote_function",
     "quiet_syft",
     "register_data_scientist",
+    "request_contract",
     "submit_request",
     "upload_dataset",
 ]
@@ -760,6 +761,25 @@ def describe_request(request: Any) -> str:
             lines.append("  output policy code:")
             lines.extend("    " + ln for ln in policy_src.rstrip().splitlines())
     return "\n".join(lines)
+
+
+def request_contract(request: Any) -> PrivacyContract | None:
+    """The privacy contract a code request pins (a ``sy.Constant``), or ``None``.
+
+    ``None`` also when the pinned contract does not parse; :func:`describe_request` shows why.
+    """
+    with quiet_syft():
+        rules = _flat_input_rules(request.code)
+    for rule in rules.values():
+        value = getattr(rule, "val", None) if type(rule).__name__ == "Constant" else None
+        if isinstance(value, Mapping) and str(value.get("schema", "")).startswith(
+            "fedmugrep.privacy-contract"
+        ):
+            try:
+                return PrivacyContract.from_dict(value)
+            except FedMugRepError:
+                return None
+    return None
 
 
 def _flat_input_rules(code: Any) -> dict[str, Any]:
