@@ -154,6 +154,7 @@ def test_model_dicts_pack_in_the_public_order() -> None:
 def test_region_party_reloads_its_state_after_a_restart(tables: dict, tmp_path: Path) -> None:
     plan = FederationPlan(rounds=2, privacy=None)
     const = _public(tables, plan)
+    width = ModelConfig(**const["model_config"]).intra_width
     ctx = _ctx(tmp_path / "region", "region")
     comms, mob = tables["communities"], tables["mobility"]
 
@@ -163,9 +164,9 @@ def test_region_party_reloads_its_state_after_a_restart(tables: dict, tmp_path: 
         )
 
     with pytest.raises(ConfigError, match="allow_exact_release"):
-        call("forward", round=0, pooled=pack_array(np.zeros((60, 16), np.float32)))
+        call("forward", round=0, pooled=pack_array(np.zeros((60, width), np.float32)))
     allow_exact_release(ctx.home, by="owner@region.example", reason="synthetic test city")
-    pooled = np.random.default_rng(0).uniform(-1, 1, (60, 16)).astype(np.float32)
+    pooled = np.random.default_rng(0).uniform(-1, 1, (60, width)).astype(np.float32)
     z0 = unpack_array(call("forward", round=0, pooled=pack_array(pooled))["z"])
     grad = np.ones_like(z0)
     call("backward", round=0, z_grad=pack_array(grad))
@@ -234,7 +235,11 @@ def test_contract_plain_sum_bounds_the_accountant() -> None:
     assert c.rounds == plan.rounds + 2  # setup + rounds + calibration releases
     assert c.projected_epsilon <= 4.0 + 1e-6
     assert c.projected_epsilon <= c.plain_sum_epsilon
-    assert planned_calls(plan) == (1 + 3 + 1 + 1 + 1, 2 * 3 + 1 + 2 + 1)
+    # a private run keeps its last round: no validation calls, no restore of a best round
+    assert not plan.selects_best
+    assert planned_calls(plan) == (1 + 3 + 1 + 1, 2 * 3 + 2)
+    chosen = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), select_best=True)
+    assert planned_calls(chosen) == (1 + 3 + 1 + 1 + 1, 2 * 3 + 1 + 2 + 1)
 
 
 # ================================================================================ end to end

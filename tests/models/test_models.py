@@ -207,7 +207,7 @@ def test_dense_per_target_forward_equals_sparse_forward():
     em = EventModel(cfg)
     with torch.no_grad():
         em.fusion.gate_logit.normal_()
-    z = torch.randn(c, 5)
+    z = torch.randn(c, cfg.z_dim)
     sparse = em(tg, z)
     targets = torch.arange(n)
     dense = em.forward_targets(*em.dense_inputs(tg, z, targets))

@@ -37,7 +37,7 @@ def _model() -> EventModel:
 
 def test_unclipped_sums_equal_full_batch_autograd():
     g, m = _graph(), _model()
-    z = torch.randn(3, 5, requires_grad=True)
+    z = torch.randn(3, 6, requires_grad=True)  # z_dim: region_hidden 5 + level
     targets = torch.arange(g.num_nodes)
     sums = clipped_gradient_sums(m, g, z.detach(), targets, clip=1e9, z_clip=1e9, chunk=7)
     p = m(g, z)
@@ -63,7 +63,7 @@ def test_unclipped_sums_equal_full_batch_autograd():
 
 def test_each_target_contributes_at_most_clip():
     g, m = _graph(), _model()
-    z = torch.randn(3, 5)
+    z = torch.randn(3, 6)
     one = clipped_gradient_sums(m, g, z, torch.tensor([5]), clip=1e-3, z_clip=1e-3)
     norm = torch.sqrt(sum((v**2).sum() for v in one.theta.values()))
     assert norm <= 1e-3 * (1 + 1e-5)
@@ -82,7 +82,7 @@ def test_non_finite_target_gradients_are_dropped_not_propagated():
     g, m = _graph(), _model()
     g.x[5] = float("inf")  # a corrupt row makes its own term non-finite
     s = clipped_gradient_sums(
-        m, g, torch.randn(3, 5), torch.arange(g.num_nodes), clip=1.0, z_clip=1.0
+        m, g, torch.randn(3, 6), torch.arange(g.num_nodes), clip=1.0, z_clip=1.0
     )
     assert all(torch.isfinite(v).all() for v in s.theta.values())
     assert torch.isfinite(s.z).all()

@@ -57,7 +57,12 @@ class Coordinator:
         self.dropped: list[str] = []
         torch.manual_seed(plan.seed)
         self.model = EventModel(public.model_config)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.lr)
+        if public.init_state is not None:  # public starting weights (e.g. mock pretraining)
+            self.model.load_state_dict(public.init_state["event"])
+        if plan.optimizer == "sgd":
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=plan.lr, momentum=0.9)
+        else:
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.lr)
         self.previous: dict[str, torch.Tensor] | None = None
         self.pooled_intra: torch.Tensor | None = None
         self.n_total = 0.0
@@ -253,7 +258,7 @@ class Coordinator:
         for r in bar:
             rec = self.round(r)
             result.history.append(rec)
-            if r % 5 == 4 or r == self.plan.rounds - 1:
+            if self.plan.selects_best and (r % 5 == 4 or r == self.plan.rounds - 1):
                 val, _ = self.evaluate("val")
                 bar.set_postfix(val_mae_log=f"{val['mae_log']:.4f}", refresh=False)
                 if val["mae_log"] < best[0]:

@@ -60,6 +60,9 @@ def public_artefacts(
         max_km=gcfg.max_km,
         intra_dim=plan.intra_dim,
         hidden=plan.hidden,
+        event_hidden=plan.event_hidden,
+        region_hidden=plan.region_hidden,
+        target_channel=plan.target_channel,
     )
     return PublicArtefacts(enc, cfg, gcfg, split.val_start, split.test_start)
 
@@ -93,16 +96,28 @@ def run_local(
         run_id = run_id or uuid.uuid4().hex
         (ck_dir / "checkpoint.pt").unlink(missing_ok=True)
     (ck_dir / "run_id").write_text(run_id)
-    from dataclasses import replace
 
     city_dir, home = Path(city_dir), Path(home)
     comms = load_communities(city_dir / "communities.csv")
     mob = load_mobility(city_dir / "mobility.csv", comms)
-    mock = make_city(CityConfig(seed=mock_seed)).transactions
-    gcfg = GraphConfig(k=plan.k, intra_max_degree=plan.intra_max_degree)
-    public = public_artefacts(comms, mock, plan, gcfg)
-    cg = community_graph(public.encoders, gcfg, comms, mob)  # runs on the region party
-    public.model_config = replace(public.model_config, attr_dim=int(cg.attrs.shape[1]))
+    mock_city = make_city(CityConfig(seed=mock_seed))
+    # the same public artefacts as the PySyft runtime builds from the datasites' mocks
+    from fedmugrep.federation.syft_federation import public_from_mocks, region_mocks
+
+    mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
+    public = public_from_mocks(mock_comms, [mock_city.transactions], plan)
+    cg = community_graph(public.encoders, public.graph_config, comms, mob)  # on the region party
+    if plan.pretrain_epochs:
+        from fedmugrep.federation.pretrain import pretrain_on_mocks
+
+        public.init_state = pretrain_on_mocks(
+            public,
+            mock_city.transactions,
+            mock_comms,
+            mock_mob,
+            epochs=plan.pretrain_epochs,
+            seed=plan.seed,
+        )
     agencies = {}
     for f in sorted(city_dir.glob("transactions_agency*.csv")):
         df = assign_regions(load_transactions(f), comms)
@@ -112,6 +127,12 @@ def run_local(
             cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
             party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
         agencies[name] = party
-    region = RegionParty(cg, public.model_config, plan, home / "region")
+    region = RegionParty(
+        cg,
+        public.model_config,
+        plan,
+        home / "region",
+        init_state=public.init_state["region"] if public.init_state else None,
+    )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
     return coordinator.run(progress=progress)

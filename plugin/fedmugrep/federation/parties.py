@@ -48,6 +48,8 @@ class PublicArtefacts:
     graph_config: GraphConfig
     val_start: pd.Timestamp
     test_start: pd.Timestamp
+    # optional public starting weights ({"event": ..., "region": ...}), e.g. mock pretraining
+    init_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 def _gaussian(shape: torch.Size, std: float) -> torch.Tensor:
@@ -194,12 +196,15 @@ class TransactionParty:
         ms = LaplaceMechanism(sensitivity=ev[0].sensitivity, scale=ev[0].scale, bound=p.intra_bound)
         mc = LaplaceMechanism(sensitivity=1.0, scale=ev[1].scale, bound=p.intra_bound)
         mn = LaplaceMechanism(sensitivity=1.0, scale=ev[2].scale, bound=p.intra_bound)
-        out = (ms.release(sums), mc.release(counts), float(mn.release(n)))
-        events = [
-            ms.event(dimension=int(sums.numel())),
-            mc.event(dimension=int(counts.numel())),
-            mn.event(dimension=1),
-        ]
+        lead = int(self.public.model_config.target_channel)
+        noisy = ms.release(sums[:, lead:])
+        events = [ms.event(dimension=int(noisy.numel()))]
+        if lead:  # the community price level: its own sensitivity (1) and budget
+            ml = LaplaceMechanism(sensitivity=1.0, scale=ev[3].scale, bound=p.intra_bound)
+            noisy = torch.cat([ml.release(sums[:, :1]), noisy], dim=1)
+            events.append(ml.event(dimension=int(sums.shape[0])))
+        out = (noisy, mc.release(counts), float(mn.release(n)))
+        events += [mc.event(dimension=int(counts.numel())), mn.event(dimension=1)]
         self._charge(
             "laplace:intra_region",
             events,
@@ -230,7 +235,13 @@ class TransactionParty:
         clip = p.clip if p else 1e12
         z_clip = p.z_clip if p else 1e12
         sums = clipped_gradient_sums(
-            self.model, self.graph, z, self.targets, clip=clip, z_clip=z_clip
+            self.model,
+            self.graph,
+            z,
+            self.targets,
+            clip=clip,
+            z_clip=z_clip,
+            joint=bool(p and p.joint_clip),
         )
         theta_sum, z_sum = sums.theta, sums.z
         channels = PublicAggregatePolicy().select(
@@ -245,7 +256,9 @@ class TransactionParty:
             theta_sum = {n: v + _gaussian(v.shape, std_t) for n, v in theta_sum.items()}
             z_sum = z_sum + _gaussian(z_sum.shape, std_z)
         sparse = compress(theta_sum, self.layout, channels)
-        reply = StepReply(sparse, z_sum, sums.loss_sum, sparse.nbytes + z_sum.numel() * 4)
+        # the exact training loss is not released under privacy (it would be an unnoised sum)
+        loss_sum = sums.loss_sum if p is None else float("nan")
+        reply = StepReply(sparse, z_sum, loss_sum, sparse.nbytes + z_sum.numel() * 4)
         self._charge(
             "gaussian:theta+z_grad",
             self.plan.round_events(self.nm) if p else [],
@@ -326,13 +339,21 @@ class RegionParty:
     """
 
     def __init__(
-        self, community_graph: CommunityGraph, cfg: ModelConfig, plan: FederationPlan, home: Path
+        self,
+        community_graph: CommunityGraph,
+        cfg: ModelConfig,
+        plan: FederationPlan,
+        home: Path,
+        *,
+        init_state: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.comm = community_graph
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(plan.seed + 1)
         self.model = RegionModel(cfg)
+        if init_state is not None:  # public starting weights (e.g. mock pretraining)
+            self.model.load_state_dict(init_state)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.region_lr)
         self._intra: torch.Tensor | None = None
 

@@ -116,9 +116,12 @@ class SyftFederationResult(FederationResult):
 
 
 # ============================================================================ plan -> requests
-def _evaluations(rounds: int) -> int:
-    """Validation evaluations :meth:`Coordinator.run` makes (every 5th round and the last)."""
-    return sum(1 for r in range(rounds) if r % 5 == 4 or r == rounds - 1)
+def _evaluations(plan: FederationPlan) -> int:
+    """Validation evaluations :meth:`Coordinator.run` makes (every 5th round and the last,
+    only when it selects the best round: :attr:`FederationPlan.selects_best`)."""
+    if not plan.selects_best:
+        return 0
+    return sum(1 for r in range(plan.rounds) if r % 5 == 4 or r == plan.rounds - 1)
 
 
 def planned_calls(plan: FederationPlan) -> tuple[int, int]:
@@ -126,12 +129,13 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
 
     Transaction: 1 setup release + 1 step per round + 1 evaluation per validation point + 1
     calibration release + 1 test evaluation. Region: forward and backward per round, 1 forward
-    per validation point, 1 for the calibration and 1 for the test evaluation, and at most 1
-    restore of the best round's model. The call caps of the requests are these numbers; they
+    per validation point, 1 for the calibration and 1 for the test evaluation, and (when the
+    best round is selected) at most 1 restore of its model. The call caps of the requests are these numbers; they
     follow :meth:`Coordinator.run`'s schedule (a test checks that they match).
     """
-    n_val = _evaluations(plan.rounds)
-    return 1 + plan.rounds + n_val + 1 + 1, 2 * plan.rounds + n_val + 2 + 1
+    n_val = _evaluations(plan)
+    restore = int(plan.selects_best)
+    return 1 + plan.rounds + n_val + 1 + 1, 2 * plan.rounds + n_val + 2 + restore
 
 
 def transaction_contract(
@@ -148,7 +152,7 @@ def transaction_contract(
     contract says so (mechanism ``none``, unbounded epsilon).
     """
     p = plan.privacy
-    evals = _evaluations(plan.rounds) + 1
+    evals = _evaluations(plan) + 1
     if p is None:
         return PrivacyContract.for_installed(
             mechanisms=("none",),
@@ -181,7 +185,10 @@ def transaction_contract(
             f"{plan.rounds + 2} releases: 1 setup (Laplace, epsilon {setup:.4g}) + 1 Gaussian "
             f"release per round for {plan.rounds} rounds "
             f"(noise multiplier {nm:.4g}, epsilon {per_round:.4g} alone) + 1 district summary "
-            f"(Laplace, epsilon {calibration:.4g}); {evals} evaluation calls return exact "
+            f"(Laplace, epsilon {calibration:.4g}); per-target L2 clip {p.clip}"
+            f"{' on (theta, z) jointly' if p.joint_clip else f' (z: {p.z_clip})'}, event-graph "
+            f"degree bound K={plan.k}, so L2 sensitivity (1+2K)*clip = "
+            f"{(1 + 2 * plan.k) * p.clip:.4g}; {evals} evaluation calls return exact "
             "aggregate metrics on this datasite's val/test rows"
         ),
         package_dir=package_dir,
@@ -276,8 +283,11 @@ def public_from_mocks(
     table = comms.copy()
     table["community"] = table["community"].astype(str)
     table = table.set_index("community").reindex(public.encoders.vocab.communities).reset_index()
-    width = CommunityEncoder().fit(table).n_features
-    public.model_config = replace(public.model_config, attr_dim=int(width))
+    # the community attributes' standardisation is public too: fitted on the region mock and
+    # shipped, so the region party and mock pretraining encode attributes the same way
+    cenc = CommunityEncoder().fit(table)
+    public.encoders.extra["community_encoder"] = cenc.state_dict()
+    public.model_config = replace(public.model_config, attr_dim=int(cenc.n_features))
     return public
 
 
@@ -449,6 +459,23 @@ def run_syft(
         public = public_from_mocks(
             region_assets[0].mock, [tx_assets[n].mock for n in agency_names], plan
         )
+        if plan.pretrain_epochs:  # public: the mocks only, before any private release
+            from fedmugrep.federation.pretrain import pretrain_on_mocks
+
+            public.init_state = pretrain_on_mocks(
+                public,
+                pd.concat(
+                    [
+                        as_nanosecond_dates(strip_mock_marker(tx_assets[n].mock))
+                        for n in agency_names
+                    ],
+                    ignore_index=True,
+                ),
+                strip_mock_marker(region_assets[0].mock),
+                strip_mock_marker(region_assets[1].mock),
+                epochs=plan.pretrain_epochs,
+                seed=plan.seed,
+            )
         constant = public_constant(public, plan, run_id=f"run-{uuid.uuid4().hex[:12]}")
         calls_t, calls_r = planned_calls(plan)
         submit_request(

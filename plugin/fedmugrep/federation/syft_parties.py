@@ -132,6 +132,11 @@ def public_constant(public: PublicArtefacts, plan: FederationPlan, *, run_id: st
         "plan": asdict(plan),
         "val_start": public.val_start.isoformat(),
         "test_start": public.test_start.isoformat(),
+        # public starting weights of model 2 (mock pretraining), or None; model 1's travel
+        # with every call as theta
+        "init_region": None
+        if public.init_state is None
+        else {n: _pack_tensor(v) for n, v in public.init_state["region"].items()},
     }
 
 
@@ -160,6 +165,16 @@ def public_from_constant(data: Mapping[str, Any]) -> tuple[PublicArtefacts, Fede
             pd.Timestamp(data["val_start"]),
             pd.Timestamp(data["test_start"]),
         )
+        init = data.get("init_region")
+        if init is not None:
+            public.init_state = {
+                "region": {
+                    n: torch.from_numpy(
+                        _finite_float32(_unpack_numeric(v, f"init_region[{n}]"), n).copy()
+                    )
+                    for n, v in dict(init).items()
+                }
+            }
         run_id = str(data["run_id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
@@ -225,9 +240,10 @@ def unpack_theta(text: str, order: Order) -> dict[str, torch.Tensor]:
     """Inverse of :func:`pack_theta`.
 
     Raises:
-        ConfigError: when the vector's length does not match ``order``.
+        ConfigError: when ``text`` is not a packed numeric array, holds NaN or infinite values
+            (also after the cast to float32), or its length does not match ``order``.
     """
-    flat = np.asarray(unpack_array(text), dtype=np.float32).reshape(-1)
+    flat = _finite_float32(_unpack_numeric(text, "packed theta"), "packed theta").reshape(-1)
     total = sum(int(np.prod(shape)) for _, shape in order)
     if flat.size != total:
         raise ConfigError(
@@ -290,11 +306,102 @@ def as_nanosecond_dates(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _unpack_numeric(text: Any, what: str) -> np.ndarray:
+    """A packed numeric array from a payload field; anything else is a :class:`ConfigError`.
+
+    ``np.load`` raises many exception types on corrupt bytes (and opens an ``.npz`` archive);
+    none of them may escape a remote function as a raw exception.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"{what} must be a packed array string (got {type(text).__name__}); build it with "
+            "pack_array(x)"
+        )
+    try:
+        arr = unpack_array(text)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt .npy bytes: EOFError, SyntaxError, ...
+        raise ConfigError(
+            f"{what} is not a packed array ({type(exc).__name__}); build it with pack_array(x)"
+        ) from None
+    if not isinstance(arr, np.ndarray):
+        close = getattr(arr, "close", None)
+        if callable(close):
+            close()
+        raise ConfigError(
+            f"{what} must be one packed array (got {type(arr).__name__}); build it with "
+            "pack_array(x)"
+        )
+    if arr.dtype.kind not in "fiu":
+        raise ConfigError(
+            f"{what} must hold integers or floats (got dtype {arr.dtype}); send a float array"
+        )
+    return arr
+
+
+def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` as float32; NaN or infinite values (also from overflow in the cast) are refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ConfigError(
+            f"{what} holds NaN or infinite values (or values beyond float32); send finite numbers"
+        )
+    return out
+
+
+def _tensor_arg(data: Mapping[str, Any], key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The packed float tensor ``data[key]``, checked against the public ``shape``.
+
+    Raises:
+        ConfigError: when it is missing, not a packed numeric array, of another shape, or holds
+            NaN or infinite values.
+    """
+    arr = _unpack_numeric(_arg(data, key), f"payload '{key}'")
+    if tuple(arr.shape) != tuple(shape):
+        raise ConfigError(
+            f"payload '{key}' has shape {tuple(arr.shape)}, expected {tuple(shape)} (from the "
+            "public ModelConfig and vocabulary); the proxies build it"
+        )
+    return torch.from_numpy(_finite_float32(arr, f"payload '{key}'").copy())
+
+
+#: Largest round index a remote call accepts.
+MAX_ROUND = 2**31 - 1
+
+
+def _round_arg(data: Mapping[str, Any], *, low: int) -> int:
+    """``data["round"]`` as an int in ``[low, MAX_ROUND]``.
+
+    Raises:
+        ConfigError: when it is missing, not a JSON integer, or out of range.
+    """
+    value = _arg(data, "round")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"payload 'round' must be an integer (got {type(value).__name__} {value!r:.40}); "
+            "pass the round index"
+        )
+    if not low <= value <= MAX_ROUND:
+        raise ConfigError(
+            f"payload 'round' must be in [{low}, {MAX_ROUND}] (got {str(value)[:24]}); pass the "
+            "round index"
+        )
+    return value
+
+
 def _payload(text: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"payload must be a JSON string (got {type(text).__name__}); the proxies build it"
+        )
     try:
         data = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         raise ConfigError(f"payload is not JSON ({exc}); the proxies build it") from exc
+    except RecursionError:
+        raise ConfigError("payload is nested too deeply to be JSON the proxies build") from None
     if not isinstance(data, dict):
         raise ConfigError(f"payload must be a JSON object (got {type(data).__name__})")
     return data
@@ -450,15 +557,18 @@ def transaction_call_impl(
         ConfigError: on an unknown method or a malformed payload.
         BudgetExceededError: when the owner's cap refuses the release (nothing released).
     """
-    if method not in TRANSACTION_METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {list(TRANSACTION_METHODS)}")
+    if not isinstance(method, str) or method not in TRANSACTION_METHODS:
+        raise ConfigError(
+            f"unknown method {method!r:.60}; choose one of {list(TRANSACTION_METHODS)}"
+        )
     party, orders = _transaction_party(ctx, data, public)
     args = _payload(payload)
     theta = decode_model_dict(_arg(args, "theta"), orders)
     if method == "release_intra":
         sums, counts, n = party.release_intra(theta)
         return {"sums": _pack_tensor(sums), "counts": _pack_tensor(counts), "n": float(n)}
-    z = _unpack_tensor(_arg(args, "z"))
+    cfg = party.public.model_config
+    z = _tensor_arg(args, "z", (len(party.public.encoders.vocab.communities), cfg.z_dim))
     if method == "release_calibration":
         z2, err, count = party.release_calibration(theta, z)
         return {"z2": _pack_tensor(z2), "err": _pack_tensor(err), "count": _pack_tensor(count)}
@@ -470,7 +580,7 @@ def transaction_call_impl(
         return {k: (int(v) if k == "n" else float(v)) for k, v in metrics.items()}
     prev_text = _arg(args, "previous")
     previous = decode_model_dict(prev_text, orders) if prev_text else None
-    reply = party.step(int(_arg(args, "round")), theta, z, previous)
+    reply = party.step(_round_arg(args, low=0), theta, z, previous)
     return {
         "theta": base64.b64encode(reply.theta.to_bytes()).decode("ascii"),
         "z_grad": _pack_tensor(reply.z_grad),
@@ -530,7 +640,13 @@ def _region_state(
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
             folder = ctx.home / "fedmugrep_region" / safe
             with torch.random.fork_rng(devices=[]):
-                party = RegionParty(cg, public.model_config, plan, folder)
+                party = RegionParty(
+                    cg,
+                    public.model_config,
+                    plan,
+                    folder,
+                    init_state=public.init_state["region"] if public.init_state else None,
+                )
             state = _RegionState(party, folder)
             state.reload()
             _CACHE[key] = state
@@ -563,21 +679,22 @@ def region_call_impl(
         ConfigError: on an unknown method, a malformed payload, a round without snapshot, or
             when the owner has not allowed exact releases (``z`` is not noised yet).
     """
-    if method not in REGION_METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {list(REGION_METHODS)}")
+    if not isinstance(method, str) or method not in REGION_METHODS:
+        raise ConfigError(f"unknown method {method!r:.60}; choose one of {list(REGION_METHODS)}")
     state = _region_state(ctx, data, mobility, public)
     party = state.party
     args = _payload(payload)
-    round_index = int(_arg(args, "round"))
+    round_index = _round_arg(args, low=-1)
+    n_comm, cfg = party.comm.num_communities, party.model.cfg
     if method == "forward":
-        pooled = _unpack_tensor(_arg(args, "pooled")).float()
+        pooled = _tensor_arg(args, "pooled", (n_comm, cfg.intra_width))
         state.folder.mkdir(parents=True, exist_ok=True)
         np.save(state.intra_file, pooled.numpy(), allow_pickle=False)
         return {"z": _pack_tensor(party.forward(round_index, pooled))}
     if method == "backward":
         if party._intra is None:
             raise ConfigError("backward needs a forward first; call forward for this round")
-        party.backward(round_index, _unpack_tensor(_arg(args, "z_grad")).float())
+        party.backward(round_index, _tensor_arg(args, "z_grad", (n_comm, cfg.z_dim)))
         torch.save(party.model.state_dict(), state.snapshot_file(round_index))
         state.last_round = round_index
         return {"round": round_index}

@@ -45,6 +45,20 @@ class ModelConfig:
     region_hidden: int = 32
     event_hidden: int = 32
     dropout: float = 0.0
+    # community price level: the mean of clip(y, -target_clip, target_clip) / target_clip per
+    # community, released beside the intra-region sums and passed straight through model 2
+    target_channel: bool = True
+    target_clip: float = 2.5
+
+    @property
+    def intra_width(self) -> int:
+        """Columns of the pooled intra-region input of model 2 (level channel first)."""
+        return self.intra_dim + int(self.target_channel)
+
+    @property
+    def z_dim(self) -> int:
+        """Width of the region representation ``z`` (model 2's output, level channel last)."""
+        return self.region_hidden + int(self.target_channel)
 
 
 @dataclass
@@ -117,10 +131,15 @@ class RegionModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = RegionEncoder(cfg.attr_dim, cfg.intra_dim, hidden=cfg.region_hidden)
+        self.encoder = RegionEncoder(cfg.attr_dim, cfg.intra_width, hidden=cfg.region_hidden)
 
     def forward(self, comm: CommunityGraph, intra: torch.Tensor) -> torch.Tensor:
-        return self.encoder(comm.attrs, intra, comm.edge_index_dict, comm.edge_weight_dict)
+        """``[C, z_dim]``: the encoder's output, then (``target_channel``) the community's
+        pooled price level unchanged (a skip connection without parameters)."""
+        z = self.encoder(comm.attrs, intra, comm.edge_index_dict, comm.edge_weight_dict)
+        if self.cfg.target_channel:
+            z = torch.cat([z, intra[:, :1]], dim=1)
+        return z
 
 
 class EventModel(nn.Module):
@@ -132,12 +151,12 @@ class EventModel(nn.Module):
         h = cfg.hidden
         self.x_encoder = MLP(cfg.feature_dim, (h,), h, dropout=cfg.dropout)
         self.intra = IntraRegionEncoder(cfg.feature_dim + 1, cfg.intra_dim)
-        self.region_head = DistrictMultiTaskHead(h + cfg.region_hidden, cfg.n_districts, hidden=h)
+        self.region_head = DistrictMultiTaskHead(h + cfg.z_dim, cfg.n_districts, hidden=h)
         self.event = EventEncoder(
             k=cfg.k, max_days=cfg.max_days, max_km=cfg.max_km, hidden=cfg.event_hidden
         )
         self.event_head = DistrictMultiTaskHead(
-            h + cfg.region_hidden + self.event.out_dim, cfg.n_districts, hidden=h
+            h + cfg.z_dim + self.event.out_dim, cfg.n_districts, hidden=h
         )
         self.fusion = PrecisionGateFusion(cfg.n_districts)
         # log of a scale fitted on validation data after training (see calibrate_sigma)
@@ -146,7 +165,13 @@ class EventModel(nn.Module):
     def intra_sums(
         self, g: TransactionGraph, n_communities: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Community sums and counts of the intra-region encoder over ``intra_mask`` rows."""
+        """Community sums and counts of the intra-region encoder over ``intra_mask`` rows.
+
+        With ``target_channel`` the first column is the community sum of the clipped level
+        ``clip(y, -b, b) / b`` (``b = target_clip``; each term in ``[-1, 1]``, no message
+        passing: removing a record changes one community's sum by at most 1), then the
+        encoder's ``intra_dim`` columns.
+        """
         idx = torch.nonzero(g.intra_mask).squeeze(1)
         u = torch.cat([g.y[idx].unsqueeze(1), g.x[idx]], dim=1)
         # intra_index is expressed in global node ids; map to positions in idx
@@ -154,7 +179,14 @@ class EventModel(nn.Module):
         pos[idx] = torch.arange(idx.numel())
         ei = pos[g.intra_index]
         ei = ei[:, (ei >= 0).all(dim=0)]  # drop edges touching unknown-label nodes
-        return self.intra(u, ei, g.community[idx], n_communities)
+        sums, counts = self.intra(u, ei, g.community[idx], n_communities)
+        if self.cfg.target_channel:
+            b = self.cfg.target_clip
+            level = torch.zeros(n_communities, dtype=sums.dtype).index_add_(
+                0, g.community[idx], g.y[idx].clamp(-b, b) / b
+            )
+            sums = torch.cat([level.unsqueeze(1), sums], dim=1)
+        return sums, counts
 
     def forward(self, g: TransactionGraph, z: torch.Tensor) -> Prediction:
         ex = torch.nn.functional.gelu(self.x_encoder(g.x))

@@ -74,8 +74,13 @@ def clipped_gradient_sums(
     z_clip: float,
     aux_weight: float = 0.5,
     chunk: int = 512,
+    joint: bool = False,
 ) -> ClippedSums:
     """Per-target gradients, clipped and summed (see the module docstring for sensitivity).
+
+    ``joint=True`` clips each target's concatenated ``(g_i, h_i)`` to L2 norm ``clip``
+    (``z_clip`` is ignored): both sums then form one vector of sensitivity ``(1 + 2K) clip``,
+    released by a single Gaussian mechanism per round instead of two.
 
     Shapes:
         z ``[C, H]``, targets ``[B]`` (node ids with labels) -> :class:`ClippedSums`.
@@ -107,11 +112,15 @@ def clipped_gradient_sums(
             }
             gz = torch.where(bad.unsqueeze(1), torch.zeros_like(gz), gz)
         norms = torch.sqrt(sum((v.reshape(v.shape[0], -1) ** 2).sum(1) for v in gp.values()))
+        zn = gz.norm(dim=1)
+        if joint:
+            norms = torch.sqrt(norms**2 + zn**2)
+            zn = norms
+            z_clip = clip
         scale = (clip / (norms + 1e-12)).clamp(max=1.0)
         n_clipped += int((norms > clip).sum())
         for name, v in gp.items():
             theta_sum[name] += torch.einsum("b,b...->...", scale, v)
-        zn = gz.norm(dim=1)
         gz = gz * (z_clip / (zn + 1e-12)).clamp(max=1.0).unsqueeze(1)
         z_sum.index_add_(0, g.community[tb], gz)
         with torch.no_grad():
