@@ -1,0 +1,200 @@
+"""The notebooks in ``notebooks/`` run top to bottom on a tiny synthetic city and show what they
+promise.
+
+Each notebook is executed with nbclient in a fresh kernel of this interpreter (a kernelspec
+written to a temporary ``JUPYTER_PATH``), in a temporary working directory, with small sizes
+injected after its ``parameters`` cell (papermill-style). The checks read the cells' outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("syft")
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+KERNEL = "fedmugrep-notebook-test"
+
+#: Tiny sizes for CI: ~1,200 sales, 2 rounds, few pretraining epochs.
+SMALL = {"N_TRANSACTIONS": 1200, "ROUNDS": 2, "PRETRAIN_EPOCHS": 10}
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernelspec that starts this interpreter (the venv's python), whatever is on PATH."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "fedmugrep tests",
+                "language": "python",
+            }
+        )
+    )
+    return root
+
+
+def run_notebook(
+    name: str, workdir: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch, **params: Any
+) -> tuple[Any, str]:
+    """Execute ``notebooks/<name>`` in ``workdir`` with ``params`` injected; return the executed
+    notebook (also saved next to the work folder) and the text of all its outputs."""
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 shared cores: more threads spin
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+    defined = set(re.findall(r"^([A-Z_]+)\s*=", nb.cells[tagged[0]].source, re.M))
+    unknown = set(params) - defined
+    assert not unknown, f"{name} has no parameters {sorted(unknown)} (has {sorted(defined)})"
+    injected = nbformat.v4.new_code_cell(
+        "# injected by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    )
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(tagged[0] + 1, injected)
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=600,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, workdir / f"executed-{name}")
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{name}: error outputs {errors}"
+    return nb, outputs_text(nb)
+
+
+def outputs_text(nb: Any) -> str:
+    """Every stream, result and display output of the notebook as plain text."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                parts.append(out.text)
+            elif out.output_type in ("execute_result", "display_data"):
+                parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def has_png(nb: Any) -> bool:
+    return any(
+        "image/png" in out.get("data", {})
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.output_type == "display_data"
+    )
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_data_owner_notebook(
+    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nb, text = run_notebook(
+        "data_owner.ipynb",
+        tmp_path,
+        kernel_path,
+        monkeypatch,
+        WORK=str(tmp_path / "work"),
+        N_TRANSACTIONS=SMALL["N_TRANSACTIONS"],
+    )
+    assert "'district_counts': approved" in text
+    assert "'district_counts_greedy': denied" in text
+    # the data scientist sees the owner's reason, word for word
+    assert "Dana sees: the data owner of datasite 'agency-a' denied" in text
+    assert "epsilon 5 per release is above my cap of 1.2 in total" in text
+    # the review sheet shows the contract and that it was built for this fedmugrep
+    assert "per release       : epsilon 0.5" in text and "matches local fedmugrep: yes" in text
+    # two releases fit the cap of 1.2, the third is refused by the ledger
+    assert len(re.findall(r"call \d: noised counts", text)) == 2
+    assert "call 3: refused by the ledger (budget exceeded)" in text
+    spent = float(re.search(r"spent epsilon ([0-9.]+) of cap 1.2", text).group(1))
+    assert 0.9 < spent <= 1.2
+    assert "within cap: True" in text and "ledger OK" in text
+    assert has_png(nb)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_data_scientist_notebook(
+    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    nb, text = run_notebook(
+        "data_scientist.ipynb", tmp_path, kernel_path, monkeypatch, WORK=str(work), **SMALL
+    )
+    # released (noised) test metrics: a MAPE inside a band (too good would mean no noise/no
+    # privacy; too bad, a broken model)
+    mape = float(re.search(r"released MAPE: ([0-9.]+)", text).group(1))
+    assert 0.02 < mape < 0.6
+    # epsilon spent per datasite never above its cap
+    rows = re.findall(r"^(\S+): epsilon spent ([0-9.]+) of cap ([0-9.]+)", text, re.M)
+    assert {r[0] for r in rows} == {"agency1", "agency2", "agency3", "region"}
+    for _site, spent, cap in rows:
+        assert 0 < float(spent) <= float(cap)
+    # appraisals with 80% intervals around the median
+    table = json.loads((work / "appraisals.json").read_text())
+    assert len(table) >= 5
+    for row in table:
+        assert 0 < row["pred_lo80"] < row["pred_median"] < row["pred_hi80"]
+    own = float(re.search(r"MAPE of your appraisals: ([0-9.]+)", text).group(1))
+    assert 0.02 < own < 0.6 and math.isfinite(own)
+    assert (work / "model.pt").is_file() and (work / "report" / "index.html").is_file()
+    assert has_png(nb)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_auditor_notebook(
+    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    nb, text = run_notebook(
+        "auditor.ipynb",
+        tmp_path,
+        kernel_path,
+        monkeypatch,
+        WORK=str(work),
+        LEDGERS=str(tmp_path / "no-ledgers-here"),  # make its own run
+        **SMALL,
+    )
+    # every real ledger verifies
+    sites = {"agency1", "agency2", "agency3", "region"}
+    assert set(re.findall(r"^(\S+): ledger OK", text, re.M)) == sites
+    # an edited epsilon is caught and the entry named
+    seq = re.search(r"changed entry #(\d+)", text).group(1)
+    assert f"[edited] entry {seq} (charged " in text
+    assert "edited copy, audit --verify exit code: 4" in text
+    # a consistent rewrite passes the chain check but not the recorded head
+    assert "rewritten copy, chain check alone: ledger OK" in text
+    assert "[expected_head]" in text
+    assert "rewritten copy, audit --expected-head exit code: 4" in text
+    assert (work / "audit" / "agency1.csv").is_file() and (
+        work / "audit" / "agency1.json"
+    ).is_file()
+    assert has_png(nb)
