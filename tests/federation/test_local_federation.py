@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fedmugrep.cli import main
-from fedmugrep.errors import BudgetExceededError
+from fedmugrep.errors import BudgetExceededError, PrivacyParameterError
 from fedmugrep.federation.local import run_local
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
 from fedmugrep.privacy.analysis.composition import compose_events
@@ -20,11 +22,18 @@ def city(tmp_path_factory):
 
 
 def test_nonprivate_federation_learns(city, tmp_path):
+    # from scratch (no mock pretraining), so the rounds have to do the learning
     short = run_local(
-        city, FederationPlan(rounds=1, privacy=None, lr=0.01), tmp_path / "a", progress=False
+        city,
+        FederationPlan(rounds=1, privacy=None, lr=0.01, pretrain_epochs=0),
+        tmp_path / "a",
+        progress=False,
     )
     longer = run_local(
-        city, FederationPlan(rounds=25, privacy=None, lr=0.01), tmp_path / "b", progress=False
+        city,
+        FederationPlan(rounds=25, privacy=None, lr=0.01, pretrain_epochs=0),
+        tmp_path / "b",
+        progress=False,
     )
     assert longer.metrics["mae_log"] < 0.6 * short.metrics["mae_log"]
     assert longer.history[-1].train_loss < longer.history[0].train_loss
@@ -34,7 +43,7 @@ def test_private_ledger_total_equals_accountant(city, tmp_path):
     plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), lr=0.01)
     res = run_local(city, plan, tmp_path, progress=False)
     nm = res.noise_multiplier
-    expected = plan.setup_events() + plan.round_events(nm) * plan.rounds + plan.calibration_events()
+    expected = plan.planned_events() + plan.round_events(nm) * plan.rounds
     # the accountant's epsilon for exactly what was released (snapping charges included)
     for folder in sorted(tmp_path.glob("transactions_agency*")):
         ledger = Ledger(folder)
@@ -47,8 +56,8 @@ def test_private_ledger_total_equals_accountant(city, tmp_path):
             for e in entry.privacy_events()
         ]
         # 4 setup Laplace events (intra sums, community levels, counts, target count), one
-        # Gaussian pair per round, 3 for the district summary
-        assert len(events) == len(plan.setup_events()) + plan.rounds + 3 == 4 + plan.rounds + 3
+        # joint Gaussian per round, 3 for the district summary, 4 for the noised test metrics
+        assert len(events) == len(plan.planned_events()) + plan.rounds == 4 + 3 + 4 + plan.rounds
         assert spent == pytest.approx(compose_events(events, delta=1e-5).epsilon, rel=1e-9)
         # and it is at most what the plan was calibrated for (the whole 3-round schedule)
         assert spent <= 4.0 + 1e-6
@@ -105,10 +114,11 @@ def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city,
     )
     assert rc == 0
     rep = json.loads(out.read_text())
-    assert set(rep["privacy"]) == {"agency1", "agency2", "agency3"}
+    assert set(rep["privacy"]) == {"agency1", "agency2", "agency3", "region"}
     for s in rep["privacy"].values():
-        assert 0 < s["epsilon"] <= s["cap"] == 3.0
+        assert 0 < s["epsilon"] <= s["cap"] == 3.0 and s["ledger_ok"]
     assert {"mae", "mape", "mae_log", "coverage80"} <= set(rep["federated"])
+    assert Path(rep["model_file"]).is_file()  # the exported model for `fedmugrep appraise`
     capsys.readouterr()
     assert main(["audit", "--home", str(tmp_path / "h" / "transactions_agency1"), "--verify"]) == 0
     assert "agency1" in capsys.readouterr().out
@@ -194,9 +204,12 @@ def test_private_resume_never_charges_a_release_twice(city, tmp_path, monkeypatc
     run_local(city, plan, tmp_path, progress=False, resume=True)
     for folder in sorted(tmp_path.glob("transactions_agency*")):
         charged = [e for e in Ledger(folder).entries() if e.status == "charged"]
-        # one setup release, one per round, one district summary: as if never interrupted
+        # one setup release, one per round, one district summary, one noised test evaluation:
+        # as if never interrupted
         assert [e.mechanism for e in charged] == (
-            ["laplace:intra_region"] + ["gaussian:theta+z_grad"] * 3 + ["laplace:district_summary"]
+            ["laplace:intra_region"]
+            + ["gaussian:theta+z_grad"] * 3
+            + ["laplace:district_summary", "laplace:evaluation"]
         )
         assert len({e.request_id for e in charged}) == 1
 
@@ -220,3 +233,57 @@ def test_unresponsive_datasite_is_retried_then_dropped_or_stops_the_run(
     stop = FederationPlan(rounds=2, privacy=None, retries=1, retry_backoff=0.01)
     with pytest.raises(ConnectionError):
         run_local(city, stop, tmp_path / "stop", progress=False)
+
+
+def test_private_evaluation_is_noised_for_the_data_scientist_and_exact_for_owners(city, tmp_path):
+    plan = FederationPlan(rounds=2, privacy=PrivacyPlan(epsilon=4.0), pretrain_epochs=20)
+    res = run_local(city, plan, tmp_path, progress=False)
+    # owners: exact metrics and per-row predictions in their homes, never returned
+    for folder in sorted(tmp_path.glob("transactions_agency*")):
+        name = folder.name.removeprefix("transactions_")
+        assert len(list(folder.glob(f"evaluations/*/{name}-test-predictions.csv"))) == 1
+        charged = [e.mechanism for e in Ledger(folder).entries() if e.status == "charged"]
+        assert charged[-1] == "laplace:evaluation"
+    own, got = res.owner_metrics, res.metrics
+    assert own["n"] == pytest.approx(got["n"], abs=200)  # the count is noised too
+    # Laplace on ~200 test rows per agency: the data scientist's MAPE is off by ~0.07 (sd)
+    assert got["mape"] != own["mape"] and abs(got["mape"] - own["mape"]) < 0.35
+    assert got["mae"] != got["mae"]  # NaN: no error in euros is released under privacy
+    assert 0.0 < own["mape"] < 1.0 and own["mae"] > 0
+
+
+def test_without_a_region_datasite_model_2_runs_at_the_coordinator(city, tmp_path):
+    plan = FederationPlan(rounds=3, privacy=PrivacyPlan(epsilon=4.0), pretrain_epochs=30)
+    res = run_local(city, plan, tmp_path, progress=False, region_datasite=False)
+    assert not (tmp_path / "region").exists()  # no region datasite, no region ledger
+    assert (tmp_path / "coordinator" / "region" / "region_model.pt").is_file()
+    for folder in sorted(tmp_path.glob("transactions_agency*")):
+        name = folder.name.removeprefix("transactions_")
+        assert 0 < Ledger(folder).spent("data-scientist", name) <= 4.0 + 1e-6
+    # it still trains: far better than predicting the mean log-price (MAE log ~0.45 here)
+    assert res.owner_metrics["mae_log"] < 0.3
+
+
+def test_patent_literal_laplace_updates_are_charged_and_far_noisier(city, tmp_path):
+    from fedmugrep.federation.syft_federation import transaction_contract
+
+    plan = FederationPlan(
+        rounds=2,
+        privacy=PrivacyPlan(epsilon=4.0, update_mechanism="laplace"),
+        pretrain_epochs=0,
+    )
+    run_local(city, plan, tmp_path, progress=False)
+    for folder in sorted(tmp_path.glob("transactions_agency*")):
+        name = folder.name.removeprefix("transactions_")
+        led = Ledger(folder)
+        charged = [e.mechanism for e in led.entries() if e.status == "charged"]
+        assert charged.count("laplace:theta+z_grad") == 2 and "gaussian:theta+z_grad" not in charged
+        assert 0 < led.spent("data-scientist", name) <= 4.0 + 1e-6 and led.verify().ok
+    # its cost, shown in the contract: per-coordinate noise far above the Gaussian option's
+    event = plan.laplace_update_event(3000)
+    gauss = FederationPlan(rounds=2, privacy=PrivacyPlan(epsilon=4.0))
+    assert event.scale * 2**0.5 > 10 * gauss.theta_noise_std(gauss.noise_multiplier())
+    notes = transaction_contract(plan, n_coords=3000).notes
+    assert "patent-literal Laplace" in notes and "the default Gaussian would add std" in notes
+    with pytest.raises(PrivacyParameterError, match="joint_clip"):
+        PrivacyPlan(update_mechanism="laplace", joint_clip=False)

@@ -38,6 +38,15 @@ class FederationResult:
     noise_multiplier: float = 0.0
     district_summary: dict = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
+    # the trained model as the data scientist holds it (all DP releases or public): model 1's
+    # state (sigma calibration included), the released region representations z used for the
+    # test evaluation, and the public artefacts (encoders, configs, split dates)
+    model_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    z: torch.Tensor | None = None
+    public: PublicArtefacts | None = None
+    # exact test metrics pooled from the data owners' reports (filled by runtimes that hold
+    # the datasites' homes, i.e. when one process plays every role on synthetic data)
+    owner_metrics: dict = field(default_factory=dict)
 
 
 class Coordinator:
@@ -65,6 +74,7 @@ class Coordinator:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.lr)
         self.previous: dict[str, torch.Tensor] | None = None
         self.pooled_intra: torch.Tensor | None = None
+        self.last_z: torch.Tensor | None = None
         self.n_total = 0.0
         self.layout = next(iter(agencies.values())).layout
 
@@ -190,15 +200,19 @@ class Coordinator:
         """Owner-side evaluation on every agency; pooled over agencies."""
         assert self.pooled_intra is not None
         z = self.region.forward(-1, self.pooled_intra)
+        self.last_z = z
         per = {name: a.evaluate(self.theta(), z, split) for name, a in self.agencies.items()}
-        n = sum(m["n"] for m in per.values())
+        n = max(sum(m["n"] for m in per.values()), 1.0)
         pooled = {
-            "mae": sum(m["abs_err_sum"] for m in per.values()) / n,
+            # euros are released only without privacy (owners see them in their reports)
+            "mae": sum(m.get("abs_err_sum", float("nan")) for m in per.values()) / n,
             "mape": sum(m["rel_err_sum"] for m in per.values()) / n,
             "mae_log": sum(m["log_err_sum"] for m in per.values()) / n,
             "coverage80": sum(m["covered"] for m in per.values()) / n,
             "n": n,
         }
+        if self.plan.privacy is not None:
+            pooled["released"] = "laplace (terms clipped at 0.5)"
         return pooled, per
 
     def calibrate(self) -> dict:
@@ -276,4 +290,5 @@ class Coordinator:
         result.district_summary = self.calibrate()
         result.metrics, result.per_agency = self.evaluate("test")
         result.dropped = list(self.dropped)
+        result.model_state, result.z, result.public = self.theta(), self.last_z, self.public
         return result

@@ -5,6 +5,7 @@ Used by fast tests and benchmarks, and as the reference the PySyft runtime is co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,13 @@ def run_local(
     cap_epsilon: float | None = None,
     run_id: str | None = None,
     resume: bool = False,
+    region_datasite: bool = True,
 ) -> FederationResult:
     """Federated training on a synthetic-city folder with every party in-process.
+
+    ``region_datasite=False`` runs without a region datasite (DESIGN §2): model 2 then runs
+    at the coordinator over the noised intra-region representations and the public geography
+    of the communities (names, districts, centres) only; nothing is charged for it.
 
     Each agency's data owner caps the data scientist at ``cap_epsilon`` (default: the plan's
     target epsilon) before anything runs. ``run_id`` names the run in every ledger entry and
@@ -102,9 +108,18 @@ def run_local(
     mob = load_mobility(city_dir / "mobility.csv", comms)
     mock_city = make_city(CityConfig(seed=mock_seed))
     # the same public artefacts as the PySyft runtime builds from the datasites' mocks
-    from fedmugrep.federation.syft_federation import public_from_mocks, region_mocks
+    from fedmugrep.federation.syft_federation import (
+        PUBLIC_GEOGRAPHY,
+        public_from_mocks,
+        region_mocks,
+    )
 
-    mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
+    if region_datasite:
+        mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
+    else:  # the coordinator's model 2 sees the public geography only (no attributes, no flows)
+        comms = comms[[c for c in PUBLIC_GEOGRAPHY if c in comms.columns]]
+        mob = mock_mob = None
+        mock_comms = comms
     public = public_from_mocks(mock_comms, [mock_city.transactions], plan)
     cg = community_graph(public.encoders, public.graph_config, comms, mob)  # on the region party
     if plan.pretrain_epochs:
@@ -127,12 +142,29 @@ def run_local(
             cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
             party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
         agencies[name] = party
+    region_plan = plan
+    if not region_datasite and plan.privacy is not None:  # public inputs only: nothing to noise
+        region_plan = replace(plan, privacy=replace(plan.privacy, region_epsilon=None))
     region = RegionParty(
         cg,
         public.model_config,
-        plan,
-        home / "region",
+        region_plan,
+        home / "region" if region_datasite else home / "coordinator" / "region",
         init_state=public.init_state["region"] if public.init_state else None,
+        request_id=run_id,
     )
+    if region_plan.privacy is not None and region_plan.privacy.region_epsilon is not None:
+        region.ledger.set_cap(
+            region.data_scientist,
+            region.name,
+            epsilon=plan.privacy.region_epsilon,
+            delta=plan.privacy.delta,
+        )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
-    return coordinator.run(progress=progress)
+    result = coordinator.run(progress=progress)
+    from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
+
+    result.owner_metrics, _ = pooled_metrics(
+        owner_predictions([a.home for a in agencies.values() if a.name not in result.dropped])
+    )
+    return result

@@ -8,6 +8,7 @@ datasite's ledger first (never the other way round), or public.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -32,11 +33,15 @@ from fedmugrep.models.mugrep import (
     RegionModel,
     TransactionGraph,
 )
+from fedmugrep.privacy.events import LaplaceEvent
 from fedmugrep.privacy.laplace import LaplaceMechanism
 from fedmugrep.privacy.ledger import Ledger, payload_digest
-from fedmugrep.training.metrics import distribution_metrics
+from fedmugrep.training.metrics import Z80, distribution_metrics
 from fedmugrep.training.per_target import clipped_gradient_sums
 from fedmugrep.training.prepare import Encoders, GraphConfig, transaction_graph
+
+#: Per-row error terms of a private evaluation are clipped here (relative and log errors).
+EVAL_TERM_CLIP = 0.5
 
 
 @dataclass
@@ -68,58 +73,31 @@ class StepReply:
     nbytes: int
 
 
-class TransactionParty:
-    """A transaction datasite's side of training (runs where the transactions are)."""
+class _ReleasingParty:
+    """Idempotent, charged releases of one party (per run and release key).
 
-    def __init__(
-        self,
-        name: str,
-        frame: pd.DataFrame,
-        home: Path,
-        public: PublicArtefacts,
-        plan: FederationPlan,
-        *,
-        data_scientist: str = "data-scientist",
-        request_id: str = "local",
-    ) -> None:
-        self.name, self.public, self.plan = name, public, plan
-        self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(self.home)
-        self.data_scientist, self.request_id = data_scientist, request_id
-        df = frame.sort_values("date", kind="stable").reset_index(drop=True)
-        self.frame = df
-        d = df["date"].to_numpy()
-        self.test = d >= public.test_start.to_datetime64()
-        self.val = (d >= public.val_start.to_datetime64()) & ~self.test
-        self.train = ~(self.test | self.val)
-        self.graph: TransactionGraph = transaction_graph(
-            df,
-            public.encoders,
-            public.graph_config,
-            known=np.ones(len(df), bool),
-            intra_mask=self.train,
-        )
-        self.targets = torch.nonzero(torch.as_tensor(self.train)).squeeze(1)
-        self.model = EventModel(public.model_config)
-        self.layout = channel_layout({n: p.shape for n, p in self.model.named_parameters()})
-        self.nm = plan.noise_multiplier()
+    Subclasses set ``name`` (the dataset charged and the files' prefix), ``home``, ``ledger``,
+    ``plan``, ``data_scientist`` and ``request_id``.
+    """
 
-    # -- helpers ---------------------------------------------------------------------------
-    def _load(self, theta: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(theta, strict=False)
+    name: str
+    home: Path
+    ledger: Ledger
+    plan: FederationPlan
+    data_scientist: str
+    request_id: str
 
     def _release_files(self, key: str) -> tuple[Path, Path]:
         """(final, pending) files of the release ``key`` of this run."""
         base = self._release_path(key)
         return base.with_suffix(".pt"), base.with_suffix(".pending")
 
+    def _request_folder(self) -> str:
+        """This run's request id as a safe folder name."""
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.request_id)
+
     def _release_path(self, key: str) -> Path:
-        folder = (
-            self.home
-            / "releases"
-            / "".join(c if c.isalnum() or c in "-_." else "_" for c in self.request_id)
-        )
+        folder = self.home / "releases" / self._request_folder()
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{self.name}-{key}"
 
@@ -169,6 +147,55 @@ class TransactionParty:
                 payload=payload,
             )
         os.replace(pending, final)
+
+
+class TransactionParty(_ReleasingParty):
+    """A transaction datasite's side of training (runs where the transactions are)."""
+
+    def __init__(
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        home: Path,
+        public: PublicArtefacts,
+        plan: FederationPlan,
+        *,
+        data_scientist: str = "data-scientist",
+        request_id: str = "local",
+    ) -> None:
+        self.name, self.public, self.plan = name, public, plan
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.home)
+        self.data_scientist, self.request_id = data_scientist, request_id
+        df = frame.sort_values("date", kind="stable").reset_index(drop=True)
+        self.frame = df
+        d = df["date"].to_numpy()
+        self.test = d >= public.test_start.to_datetime64()
+        self.val = (d >= public.val_start.to_datetime64()) & ~self.test
+        self.train = ~(self.test | self.val)
+        self.graph: TransactionGraph = transaction_graph(
+            df,
+            public.encoders,
+            public.graph_config,
+            known=np.ones(len(df), bool),
+            intra_mask=self.train,
+        )
+        self.targets = torch.nonzero(torch.as_tensor(self.train)).squeeze(1)
+        self.model = EventModel(public.model_config)
+        self.layout = channel_layout({n: p.shape for n, p in self.model.named_parameters()})
+        p = plan.privacy
+        self.update_event: LaplaceEvent | None = None
+        if p is not None and p.update_mechanism == "laplace":
+            n_coords = sum(v.numel() for v in self.model.parameters())
+            self.update_event = plan.laplace_update_event(n_coords + public.model_config.z_dim)
+            self.nm = 0.0
+        else:
+            self.nm = plan.noise_multiplier()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _load(self, theta: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(theta, strict=False)
 
     # -- releases --------------------------------------------------------------------------
     def release_intra(
@@ -250,7 +277,16 @@ class TransactionParty:
             round_index=round_index,
             previous_aggregate=previous_aggregate,
         )
-        if p is not None:
+        events = self.plan.round_events(self.nm) if p and self.update_event is None else []
+        mechanism = "gaussian:theta+z_grad"
+        if self.update_event is not None:  # patent-literal Laplace on the update
+            ev = self.update_event
+            mech = LaplaceMechanism(sensitivity=ev.sensitivity, scale=ev.scale, bound=ev.bound)
+            theta_sum = {n: mech.release(v) for n, v in theta_sum.items()}
+            z_sum = mech.release(z_sum)
+            n_coords = sum(v.numel() for v in theta_sum.values()) + z_sum.numel()
+            events, mechanism = [mech.event(dimension=n_coords)], "laplace:theta+z_grad"
+        elif p is not None:
             std_t, std_z = self.plan.theta_noise_std(self.nm), self.plan.z_noise_std(self.nm)
             # noise every coordinate (only the selected channels are released; the rest is dropped)
             theta_sum = {n: v + _gaussian(v.shape, std_t) for n, v in theta_sum.items()}
@@ -260,8 +296,8 @@ class TransactionParty:
         loss_sum = sums.loss_sum if p is None else float("nan")
         reply = StepReply(sparse, z_sum, loss_sum, sparse.nbytes + z_sum.numel() * 4)
         self._charge(
-            "gaussian:theta+z_grad",
-            self.plan.round_events(self.nm) if p else [],
+            mechanism,
+            events,
             sparse.to_bytes() + z_sum.numpy().tobytes(),
             key=key,
             value=reply,
@@ -312,30 +348,167 @@ class TransactionParty:
     def evaluate(
         self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
     ) -> dict:
-        """Owner-side evaluation on the datasite's own rows (exact; for the data owner's report,
-        not a release to the data scientist)."""
+        """Evaluate on this datasite's ``split`` rows.
+
+        The exact metrics and the per-row predictions are the **data owner's** report: they are
+        written under ``home/evaluations/<request>/`` and never returned. What is returned:
+
+        * without privacy (owner opted in to exact releases): the exact aggregates;
+        * with privacy: Laplace-noised sums, charged first (mechanism
+          ``laplace:evaluation``): of ``min(|rel. error|, 0.5)``, ``min(|log error|, 0.5)``,
+          of the 80 % interval hits, and the row count. A record changes its own term and, as
+          an event-graph neighbour, the predictions of at most ``K`` other rows, each term in
+          ``[0, 0.5]`` (hits ``[0, 1]``): L1 sensitivities ``0.5 (1 + K)``, ``0.5 (1 + K)``,
+          ``1 + K`` and 1 (:meth:`FederationPlan.evaluation_events`). No error in euros is
+          released (its sensitivity is the price range); owners see it in their report.
+        """
+        key = f"evaluate-{split}"
+        p = self.plan.privacy
+        if p is not None:
+            cached = self._replay(key)
+            if cached is not None:
+                return cached
         self._load(theta)
         mask = {"test": self.test, "val": self.val, "train": self.train}[split]
         with torch.no_grad():
-            p = self.model(self.graph, z)
+            pr = self.model(self.graph, z)
         enc = self.public.encoders
-        mu = p.mu.numpy() * enc.y_scale + enc.y_center
-        sig = np.exp(p.log_sigma.numpy()) * enc.y_scale
+        mu = pr.mu.numpy() * enc.y_scale + enc.y_center
+        sig = np.exp(pr.log_sigma.numpy()) * enc.y_scale
         price = self.frame["price"].to_numpy(np.float64)
-        out = distribution_metrics(price[mask], mu[mask], sig[mask])
-        out["abs_err_sum"] = float(np.abs(np.exp(mu[mask]) - price[mask]).sum())
-        out["rel_err_sum"] = float((np.abs(np.exp(mu[mask]) - price[mask]) / price[mask]).sum())
-        out["log_err_sum"] = float(np.abs(mu[mask] - np.log(price[mask])).sum())
-        out["covered"] = float(out["coverage80"] * out["n"])
+        exact = distribution_metrics(price[mask], mu[mask], sig[mask])
+        self._owner_report(split, mask, mu, sig, exact)
+        rel = np.abs(np.exp(mu[mask]) - price[mask]) / price[mask]
+        logerr = np.abs(mu[mask] - np.log(price[mask]))
+        hits = np.abs(np.log(price[mask]) - mu[mask]) <= Z80 * sig[mask]
+        if p is None:
+            out = dict(exact)
+            out["abs_err_sum"] = float(np.abs(np.exp(mu[mask]) - price[mask]).sum())
+            out["rel_err_sum"] = float(rel.sum())
+            out["log_err_sum"] = float(logerr.sum())
+            out["covered"] = float(hits.sum())
+            return out
+        values = (
+            float(np.minimum(rel, EVAL_TERM_CLIP).sum()),
+            float(np.minimum(logerr, EVAL_TERM_CLIP).sum()),
+            float(hits.sum()),
+            float(mask.sum()),
+        )
+        ev = self.plan.evaluation_events()
+        mechs = [
+            LaplaceMechanism(sensitivity=e.sensitivity, scale=e.scale, bound=p.intra_bound)
+            for e in ev
+        ]
+        noisy = [float(m.release(v)) for m, v in zip(mechs, values, strict=True)]
+        out = {
+            "rel_err_sum": noisy[0],
+            "log_err_sum": noisy[1],
+            "covered": noisy[2],
+            "n": max(noisy[3], 1.0),
+            "released": "laplace",
+            "term_clip": EVAL_TERM_CLIP,
+        }
+        self._charge(
+            "laplace:evaluation", [m.event(dimension=1) for m in mechs], noisy, key=key, value=out
+        )
         return out
 
+    def _owner_report(
+        self, split: str, mask: np.ndarray, mu: np.ndarray, sig: np.ndarray, exact: dict
+    ) -> None:
+        """Exact metrics and per-row predictions for the data owner (stays in the home)."""
+        folder = self.home / "evaluations" / self._request_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = self.frame.loc[mask]
+        cols = [
+            c
+            for c in ("transaction_id", "date", "community", "district", "lat", "lon")
+            if c in rows
+        ]
+        pred = rows[cols].copy()
+        pred.insert(0, "agency", self.name)
+        pred["price"] = rows["price"].to_numpy()
+        pred["pred_median"] = np.exp(mu[mask])
+        pred["pred_lo80"] = np.exp(mu[mask] - Z80 * sig[mask])
+        pred["pred_hi80"] = np.exp(mu[mask] + Z80 * sig[mask])
+        pred.to_csv(folder / f"{self.name}-{split}-predictions.csv", index=False)
+        (folder / f"{self.name}-{split}.json").write_text(json.dumps(exact, indent=2))
 
-class RegionParty:
+    def appraise(
+        self,
+        theta: dict[str, torch.Tensor],
+        z: torch.Tensor,
+        properties: pd.DataFrame,
+        *,
+        epsilon: float,
+        bounds: Any = None,
+        id_column: str = "transaction_id",
+        source: Any = None,
+    ) -> pd.DataFrame:
+        """Valuation (C7) of ``properties`` with this datasite's sales as event-graph neighbours;
+        the noised result is charged to the ledger (mechanism ``laplace:appraisal``) first.
+
+        Privacy (details in :class:`~fedmugrep.federation.valuation.PrivateAppraisal`): per
+        property the released value is the event-view correction (mean with neighbours minus
+        the public mean without) clipped to ``[-c, c]``; a sale can change only the properties
+        of its community dated up to ``max_days`` after it, at most ``M`` (public, from the
+        properties), so the L1 sensitivity is ``M * 2c``; Laplace noise of scale
+        ``b ~ M * 2c / epsilon``. The interval is widened for the noise (column
+        ``noise_scale_log``). A repeated identical request gets the same release back, uncharged.
+
+        Args:
+            theta: model 1's state (``EventModel.state_dict()``).
+            z: the released region representations ``[C, z_dim]``.
+            properties: transactions schema minus price, with ``community`` and ``district``.
+            epsilon: epsilon charged for this call (> 0).
+            bounds: an :class:`~fedmugrep.federation.valuation.AppraisalBounds` (public clips).
+            id_column: identifier column of ``properties``.
+            source: random bits for the noise (default: secure).
+
+        Returns:
+            One row per property: ``id_column``, ``pred_median``, ``pred_lo80``,
+            ``pred_hi80``, ``sigma_log``, ``noise_scale_log``.
+
+        Raises:
+            PrivacyParameterError: ``epsilon <= 0``.
+            BudgetExceededError: the owner's cap refuses the release (nothing released).
+        """
+        from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, PrivateAppraisal
+
+        job = PrivateAppraisal(
+            self.public,
+            properties,
+            epsilon=epsilon,
+            bounds=bounds,
+            id_column=id_column,
+            source=source,
+        )
+        key = f"appraise-{job.digest(theta, z)}"
+        cached = self._replay(key)
+        if cached is not None:
+            return cached.copy()
+        self._load(theta)
+        table, events, payload = job.release(self.model, z, self.frame)
+        self._charge(APPRAISAL_MECHANISM, events, payload, key=key, value=table)
+        return table
+
+
+class RegionParty(_ReleasingParty):
     """The region datasite's side: model 2 and its optimiser never leave it.
 
-    Not yet noised: ``z`` leaves this party without Laplace noise (the region party's
-    privacy unit and the sensitivity of ``z`` through the community GNN are open; see
-    docs/FEDERATION.md). Its ledger records nothing yet.
+    With privacy (``PrivacyPlan.region_epsilon`` set) every ``z`` that leaves is noised and
+    charged to the region datasite's ledger first (mechanism ``laplace:region_z``). Privacy
+    unit: one community's row of the community table (with its mobility flows). Model 2's
+    encoder output is ``tanh``-bounded (each entry in ``[-1, 1]``) and, through the
+    community GNN, one row can move every community's representation, so the L1 sensitivity of
+    the released ``[C, region_hidden]`` block is ``2 * region_hidden * C`` (conservative: no
+    reach bound is assumed). The noised block is clamped back to ``[-1, 1]`` (post-processing).
+    The last column of ``z`` (the community price level, ``ModelConfig.target_channel``) is
+    the transaction parties' own noised release passed through: it costs the region nothing.
+
+    A ``z`` is released once per model-2 state (a counter bumped by every update), so the
+    forward of round ``r + 1`` and an evaluation between them share one release, and a
+    retried call replays it.
     """
 
     def __init__(
@@ -346,21 +519,53 @@ class RegionParty:
         home: Path,
         *,
         init_state: dict[str, torch.Tensor] | None = None,
+        name: str = "region",
+        data_scientist: str = "data-scientist",
+        request_id: str = "local",
+        ledger: Ledger | None = None,
     ) -> None:
         self.comm = community_graph
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
+        self.name, self.plan, self.cfg = name, plan, cfg
+        self.data_scientist, self.request_id = data_scientist, request_id
+        self.ledger = ledger if ledger is not None else Ledger(self.home)  # the datasite's
         torch.manual_seed(plan.seed + 1)
         self.model = RegionModel(cfg)
         if init_state is not None:  # public starting weights (e.g. mock pretraining)
             self.model.load_state_dict(init_state)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=plan.region_lr)
         self._intra: torch.Tensor | None = None
+        self.version = 0  # model-2 updates so far
+        self.events = plan.region_events(community_graph.num_communities)
 
     def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
+        """``z`` for the current model 2 (noised and charged under privacy)."""
         self._intra = pooled_intra
+        key = f"z-v{self.version}"
+        if self.events:
+            cached = self._replay(key)
+            if cached is not None:
+                return cached
         with torch.no_grad():
-            return self.model(self.comm, pooled_intra)
+            z = self.model(self.comm, pooled_intra)
+        if not self.events:
+            return z
+        ev = self.events[0]
+        p = self.plan.privacy
+        assert p is not None
+        h = self.cfg.region_hidden
+        mech = LaplaceMechanism(sensitivity=ev.sensitivity, scale=ev.scale, bound=1.0)
+        noisy = mech.release(z[:, :h]).clamp(-1.0, 1.0)
+        out = torch.cat([noisy, z[:, h:]], dim=1)
+        self._charge(
+            "laplace:region_z",
+            [mech.event(dimension=int(noisy.numel()))],
+            noisy.numpy().tobytes(),
+            key=key,
+            value=out,
+        )
+        return out
 
     def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
         assert self._intra is not None, "forward must run first"
@@ -368,10 +573,12 @@ class RegionParty:
         z = self.model(self.comm, self._intra)
         z.backward(z_grad)
         self.opt.step()
+        self.version += 1
         state = {
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "round": round_index,
+            "version": self.version,
         }
         torch.save(state, self.home / "region_model.pt")
         # per-round snapshots (last three) so a resumed coordinator can rewind model 2 exactly
@@ -389,3 +596,4 @@ class RegionParty:
         state = torch.load(snap, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+        self.version = int(state.get("version", round_index + 1))

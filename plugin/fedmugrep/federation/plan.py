@@ -7,9 +7,10 @@ noise parameters are derived from the privacy targets by the accountant.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from fedmugrep.errors import ConfigError, PrivacyParameterError
-from fedmugrep.privacy.calibration import noise_multiplier_for_epsilon
+from fedmugrep.privacy.calibration import laplace_scale_for_epsilon, noise_multiplier_for_epsilon
 from fedmugrep.privacy.events import GaussianEvent, LaplaceEvent, PrivacyEvent
 from fedmugrep.training.per_target import sum_sensitivity
 
@@ -42,14 +43,21 @@ class PrivacyPlan:
     level_epsilon: float = 0.5  # community price level (the target channel), once
     intra_bound: float = 1e6
     calibration_epsilon: float = 0.1
+    evaluation_epsilon: float = 0.4  # each evaluation the data scientist receives (noised)
+    # total epsilon of the region datasite's z releases over a run (None: z leaves exact,
+    # which its owner must allow explicitly)
+    region_epsilon: float | None = 8.0
     calibration_z2_max: float = 9.0  # squared standardised errors clipped at 3 sigma
     coordinator_noise: float = 0.0  # extra Gaussian std on the broadcast aggregate (C6)
     # clip each target's (theta, z) gradient pair jointly at ``clip`` and release both sums as
     # one Gaussian vector per round (half the releases of separate clipping; z_clip unused)
     joint_clip: bool = True
+    # "gaussian" (DP-SGD, default) or "laplace": the patent's literal Laplace mechanism on the
+    # model updates, L1 sensitivity (1 + 2K) clip sqrt(d) for d released coordinates (costly)
+    update_mechanism: str = "gaussian"
 
     @classmethod
-    def for_epsilon(cls, epsilon: float, **overrides: float) -> PrivacyPlan:
+    def for_epsilon(cls, epsilon: float, **overrides: Any) -> PrivacyPlan:
         """A plan for a total ``epsilon`` whose one-off releases (intra, counts, levels,
         calibration) take the same share of it as the defaults take of 8 (scaled down below 8,
         unchanged above), so small targets still leave budget for training."""
@@ -57,7 +65,13 @@ class PrivacyPlan:
         f = min(1.0, epsilon / base.epsilon)
         shares = {
             n: getattr(base, n) * f
-            for n in ("intra_epsilon", "count_epsilon", "level_epsilon", "calibration_epsilon")
+            for n in (
+                "intra_epsilon",
+                "count_epsilon",
+                "level_epsilon",
+                "calibration_epsilon",
+                "evaluation_epsilon",
+            )
         }
         return cls(epsilon=epsilon, **{**shares, **overrides})
 
@@ -71,12 +85,27 @@ class PrivacyPlan:
             "count_epsilon",
             "level_epsilon",
             "calibration_epsilon",
+            "evaluation_epsilon",
         ):
             v = getattr(self, name)
             if not v > 0:
                 raise PrivacyParameterError(f"{name} must be > 0 (got {v}); pass a positive value")
         if self.delta >= 1:
             raise PrivacyParameterError(f"delta must be < 1 (got {self.delta}); e.g. 1e-5")
+        if self.update_mechanism not in ("gaussian", "laplace"):
+            raise PrivacyParameterError(
+                f"update_mechanism must be 'gaussian' or 'laplace' (got {self.update_mechanism!r})"
+            )
+        if self.update_mechanism == "laplace" and not self.joint_clip:
+            raise PrivacyParameterError(
+                "update_mechanism='laplace' needs joint_clip=True (its L1 bound is derived from "
+                "the joint per-target clip)"
+            )
+        if self.region_epsilon is not None and not self.region_epsilon > 0:
+            raise PrivacyParameterError(
+                f"region_epsilon must be > 0 or None (got {self.region_epsilon}); pass a "
+                "positive value, or None to release z exactly (the region owner must allow it)"
+            )
 
 
 @dataclass(frozen=True)
@@ -155,6 +184,62 @@ class FederationPlan:
             LaplaceEvent(sensitivity=1.0, scale=1.0 / e, bound=p.intra_bound),
         ]
 
+    @property
+    def region_releases(self) -> int:
+        """``z`` releases of a run: one per model-2 state that is read (the forward of every
+        round, then one final state for calibration and test evaluation)."""
+        return self.rounds + 1
+
+    def region_events(self, n_communities: int) -> list[PrivacyEvent]:
+        """The Laplace event of one ``z`` release (see :class:`RegionParty`): L1 sensitivity
+        ``2 * region_hidden * C``; the scale makes :attr:`region_releases` of them cost
+        ``region_epsilon`` at ``delta``. Empty without privacy or without ``region_epsilon``."""
+        p = self.privacy
+        if p is None or p.region_epsilon is None:
+            return []
+        sens = 2.0 * self.region_hidden * n_communities
+        scale = laplace_scale_for_epsilon(
+            target_epsilon=p.region_epsilon,
+            delta=p.delta,
+            sensitivity=sens,
+            count=self.region_releases,
+            bound=1.0,
+            dimension=self.region_hidden * n_communities,
+        )
+        return [LaplaceEvent(sensitivity=sens, scale=scale, bound=1.0)]
+
+    def evaluation_events(self) -> list[PrivacyEvent]:
+        """Events of one noised evaluation (:meth:`TransactionParty.evaluate`): sums of clipped
+        relative errors, clipped log errors (terms in ``[0, 0.5]``), interval hits and the count;
+        ``evaluation_epsilon`` is split 3 : 3 : 2 : 2 between them. L1 sensitivities
+        ``0.5 (1 + K)``, ``0.5 (1 + K)``, ``1 + K``, 1 (own row + at most K neighbours' rows)."""
+        p = self.privacy
+        if p is None:
+            return []
+        sens = (0.5 * (1 + self.k), 0.5 * (1 + self.k), 1.0 + self.k, 1.0)
+        share = (0.3, 0.3, 0.2, 0.2)
+        return [
+            LaplaceEvent(sensitivity=s, scale=s / (w * p.evaluation_epsilon), bound=p.intra_bound)
+            for s, w in zip(sens, share, strict=True)
+        ]
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations released per run: validation points (only when selecting the best
+        round) plus the final test evaluation."""
+        val = 0
+        if self.selects_best:
+            val = sum(1 for r in range(self.rounds) if r % 5 == 4 or r == self.rounds - 1)
+        return val + 1
+
+    def planned_events(self) -> list[PrivacyEvent]:
+        """Every Laplace release of a run besides the rounds (setup, calibration, evaluations)."""
+        return (
+            self.setup_events()
+            + self.calibration_events()
+            + self.evaluation_events() * self.evaluations
+        )
+
     def noise_multiplier(self) -> float:
         """Gaussian noise multiplier for the per-round releases (two per round)."""
         p = self.privacy
@@ -165,7 +250,7 @@ class FederationPlan:
             delta=p.delta,
             sample_rate=1.0,
             steps=self.releases_per_round * self.rounds,
-            planned_events=self.setup_events() + self.calibration_events(),
+            planned_events=self.planned_events(),
         )
 
     @property
@@ -175,6 +260,29 @@ class FederationPlan:
 
     def round_events(self, noise_multiplier: float) -> list[PrivacyEvent]:
         return [GaussianEvent(noise_multiplier=noise_multiplier, count=self.releases_per_round)]
+
+    def laplace_update_event(self, n_coords: int) -> LaplaceEvent:
+        """The per-round event of the patent-literal option (``update_mechanism="laplace"``).
+
+        Each target's joint ``(theta, z)`` gradient is clipped to L2 norm ``clip``; it has at
+        most ``n_coords`` non-zero coordinates (model-1 parameters + one community's ``z`` row),
+        so its L1 norm is at most ``clip * sqrt(n_coords)`` and, as for the Gaussian sums, the
+        summed update's L1 sensitivity is ``(1 + 2K) clip sqrt(n_coords)``. The scale makes
+        ``rounds`` such releases plus :meth:`planned_events` cost ``epsilon`` at ``delta``.
+        """
+        p = self.privacy
+        assert p is not None
+        sens = sum_sensitivity(p.clip, self.k) * n_coords**0.5
+        scale = laplace_scale_for_epsilon(
+            target_epsilon=p.epsilon,
+            delta=p.delta,
+            sensitivity=sens,
+            count=self.rounds,
+            bound=p.intra_bound,
+            dimension=n_coords,
+            planned_events=self.planned_events(),
+        )
+        return LaplaceEvent(sensitivity=sens, scale=scale, bound=p.intra_bound)
 
     def theta_noise_std(self, noise_multiplier: float) -> float:
         assert self.privacy is not None

@@ -64,6 +64,7 @@ from fedmugrep.federation.syft_parties import (
     allow_exact_release,
     as_nanosecond_dates,
     clear_party_cache,
+    parameter_shapes,
     public_constant,
     region_call,
     transaction_call,
@@ -106,6 +107,9 @@ class SyftFederationResult(FederationResult):
         train_seconds: the coordinator's run (setup release, rounds, evaluations).
         data_scientist: the data scientist's e-mail (the identity in every ledger).
         homes: datasite name -> home folder.
+        executions: datasite name -> private executions of this run's request so far, as the
+            datasite counts them against the call cap (a resumed run's ``calls`` hold only its
+            own calls; this counts the crashed part too).
     """
 
     calls: list[CallStat] = field(default_factory=list)
@@ -113,6 +117,7 @@ class SyftFederationResult(FederationResult):
     train_seconds: float = 0.0
     data_scientist: str = ""
     homes: dict[str, Path] = field(default_factory=dict)
+    executions: dict[str, int] = field(default_factory=dict)
 
 
 # ============================================================================ plan -> requests
@@ -139,7 +144,10 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
 
 
 def transaction_contract(
-    plan: FederationPlan, *, package_dir: str | Path | None = None
+    plan: FederationPlan,
+    *,
+    package_dir: str | Path | None = None,
+    n_coords: int | None = None,
 ) -> PrivacyContract:
     """The privacy contract of a transaction datasite's request.
 
@@ -166,50 +174,99 @@ def transaction_contract(
             ),
             package_dir=package_dir,
         )
-    nm = plan.noise_multiplier()
+    if p.update_mechanism == "laplace":
+        if n_coords is None:
+            raise ConfigError(
+                "the Laplace update option needs n_coords (model-1 parameters + z width) to "
+                "state its noise; pass n_coords"
+            )
+        round_events: list = [plan.laplace_update_event(n_coords)]
+        nm = 0.0
+        gauss = replace(plan, privacy=replace(p, update_mechanism="gaussian"))
+        g_std = gauss.theta_noise_std(gauss.noise_multiplier())
+        update_text = (
+            f"patent-literal Laplace on the update (scale {round_events[0].scale:.4g}, std "
+            f"{round_events[0].scale * 2**0.5:.4g} per coordinate, L1 sensitivity "
+            f"{round_events[0].sensitivity:.4g}; the default Gaussian would add std {g_std:.4g})"
+        )
+    else:
+        nm = plan.noise_multiplier()
+        round_events = plan.round_events(nm)
+        update_text = f"noise multiplier {nm:.4g}"
     setup = compose_events(plan.setup_events(), delta=p.delta).epsilon
-    per_round = compose_events(plan.round_events(nm), delta=p.delta).epsilon
+    per_round = compose_events(round_events, delta=p.delta).epsilon
     calibration = compose_events(plan.calibration_events(), delta=p.delta).epsilon
+    evaluation = compose_events(plan.evaluation_events(), delta=p.delta).epsilon
     total = compose_events(
-        plan.setup_events() + plan.round_events(nm) * plan.rounds + plan.calibration_events(),
-        delta=p.delta,
+        plan.planned_events() + round_events * plan.rounds, delta=p.delta
     ).epsilon
+    n_eval = plan.evaluations
+    releases = plan.rounds + 2 + n_eval
     return PrivacyContract.for_installed(
-        mechanisms=("laplace:intra_region", "gaussian:theta+z_grad", "laplace:district_summary"),
-        epsilon_per_release=max(setup, per_round, calibration),
+        mechanisms=(
+            "laplace:intra_region",
+            f"{p.update_mechanism}:theta+z_grad",
+            "laplace:district_summary",
+            "laplace:evaluation",
+        ),
+        epsilon_per_release=max(setup, per_round, calibration, evaluation),
         delta_per_release=p.delta,
-        rounds=plan.rounds + 2,
+        rounds=releases,
         projected_epsilon=total,
         projected_delta=p.delta,
         notes=(
-            f"{plan.rounds + 2} releases: 1 setup (Laplace, epsilon {setup:.4g}) + 1 Gaussian "
-            f"release per round for {plan.rounds} rounds "
-            f"(noise multiplier {nm:.4g}, epsilon {per_round:.4g} alone) + 1 district summary "
-            f"(Laplace, epsilon {calibration:.4g}); per-target L2 clip {p.clip}"
+            f"{releases} releases: 1 setup (Laplace, epsilon {setup:.4g}) + 1 "
+            f"{p.update_mechanism.capitalize()} release per round for {plan.rounds} rounds "
+            f"({update_text}, epsilon {per_round:.4g} alone) + 1 district summary "
+            f"(Laplace, epsilon {calibration:.4g}) + {n_eval} noised evaluation(s) (Laplace, "
+            f"epsilon {evaluation:.4g} each; exact metrics stay in the owner's home); "
+            f"per-target L2 clip {p.clip}"
             f"{' on (theta, z) jointly' if p.joint_clip else f' (z: {p.z_clip})'}, event-graph "
             f"degree bound K={plan.k}, so L2 sensitivity (1+2K)*clip = "
-            f"{(1 + 2 * plan.k) * p.clip:.4g}; {evals} evaluation calls return exact "
-            "aggregate metrics on this datasite's val/test rows"
+            f"{(1 + 2 * plan.k) * p.clip:.4g}"
         ),
         package_dir=package_dir,
     )
 
 
 def region_contract(
-    plan: FederationPlan, *, package_dir: str | Path | None = None
+    plan: FederationPlan, *, n_communities: int, package_dir: str | Path | None = None
 ) -> PrivacyContract:
-    """The region datasite's contract: ``z`` leaves without noise (open point), model 2 never."""
+    """The region datasite's contract: ``z`` leaves noised (Laplace, :class:`RegionParty`) and
+    charged, or exactly when the plan sets no ``region_epsilon``; model 2 never leaves."""
+    events = plan.region_events(n_communities)
+    if not events:
+        return PrivacyContract.for_installed(
+            mechanisms=("none",),
+            epsilon_per_release=UNBOUNDED_EPSILON,
+            rounds=plan.rounds,
+            releases_per_round=1,
+            projected_epsilon=UNBOUNDED_EPSILON,
+            notes=(
+                "NO NOISE on z (region representations per community, one per model-2 "
+                "state); model-2 parameters stay on the datasite; needs the owner's "
+                "allow_exact_release"
+            ),
+            package_dir=package_dir,
+        )
+    assert plan.privacy is not None
+    ev = events[0]
+    delta = plan.privacy.delta
+    one = compose_events(events, delta=delta).epsilon
+    total = compose_events(events * plan.region_releases, delta=delta).epsilon
     return PrivacyContract.for_installed(
-        mechanisms=("none",),
-        epsilon_per_release=UNBOUNDED_EPSILON,
-        rounds=plan.rounds,
-        releases_per_round=1,
-        projected_epsilon=UNBOUNDED_EPSILON,
+        mechanisms=("laplace:region_z",),
+        epsilon_per_release=one,
+        delta_per_release=delta,
+        rounds=plan.region_releases,
+        projected_epsilon=total,
+        projected_delta=delta,
         notes=(
-            "NO NOISE on z (region representations per community, one forward per round and "
-            "per evaluation; the sensitivity of z through the community GNN is open, "
-            "docs/FEDERATION.md); model-2 parameters stay on the datasite; needs the owner's "
-            "allow_exact_release"
+            f"{plan.region_releases} releases of z (one per model-2 state read: every round "
+            f"+ the final model), Laplace scale {ev.scale:.4g} on tanh-bounded entries, L1 "
+            f"sensitivity 2 x region_hidden x communities = {ev.sensitivity:.4g} (privacy unit: "
+            "one community row; every community's z may move); the price-level column is the "
+            "agencies' own noised release, passed through; model-2 parameters stay here"
         ),
         package_dir=package_dir,
     )
@@ -304,14 +361,16 @@ def run_syft(
     data_scientist: str = DEFAULT_DATA_SCIENTIST,
     pythonpath: Sequence[str | Path] | None = None,
     startup_timeout: float = 120.0,
+    resume: bool = False,
 ) -> SyftFederationResult:
     """Federated training on a synthetic-city folder over PySyft datasites (see module doc).
 
     Args:
         city_dir: folder written by ``fedmugrep synth``.
         plan: the federation plan (same as for :func:`~fedmugrep.federation.local.run_local`).
-        home: parent folder of the datasites' homes (``transactions_<agency>``, ``region``);
-            existing datasites there are reset.
+        home: parent folder of the datasites' homes (``transactions_<agency>``, ``region``)
+            and of ``coordinator/`` (the coordinator's checkpoint, the run's session, the
+            journal of replies); existing datasites there are reset unless ``resume``.
         mode: ``"inprocess"`` (datasites in this process) or ``"http"`` (one server process
             each, on 127.0.0.1).
         progress: print the review sheets and approvals, and show the rounds' progress bar.
@@ -321,18 +380,25 @@ def run_syft(
         pythonpath: HTTP mode: folder(s) the servers import fedmugrep from (first one also
             stamps the contracts' code hash); default: this process's fedmugrep.
         startup_timeout: seconds to wait for each HTTP server.
+        resume: continue the last run in ``home`` from its checkpoint: the datasites restart
+            with their state (no reset, no upload), the data scientist logs in with the same
+            account, the requests the owners approved are reused (nothing is submitted), and
+            the same run id makes every release already made replay instead of being charged
+            again (see :func:`_resume_public`).
 
     Returns:
         A :class:`SyftFederationResult`.
 
     Raises:
         BudgetExceededError: an owner's cap refused a release (nothing was released).
-        ConfigError: on a bad city folder, mode or plan.
+        ConfigError: on a bad city folder, mode or plan; with ``resume``, when there is no run
+            to resume in ``home`` or the plan differs from the approved one.
     """
     from fedmugrep.federation.syft_runtime import (
         DatasiteConfig,
         approve_request,
         describe_request,
+        execution_outputs,
         get_asset,
         launch_datasite,
         list_requests,
@@ -364,6 +430,12 @@ def run_syft(
     region_name = "region"
     site_homes = {region_name: home / region_name}
     site_homes.update({n: home / f.stem for n, f in zip(agency_names, files, strict=True)})
+    ck_dir = home / "coordinator"
+    session = _load_session(ck_dir, data_scientist) if resume else None
+    if session is not None:
+        ds_password = session["password"]
+    else:
+        _clear_coordinator(ck_dir)
 
     def start(name: str) -> Any:
         clear_party_cache(site_homes[name])
@@ -374,7 +446,11 @@ def run_syft(
             admin_password=secrets.token_urlsafe(18),
         )
         return launch_datasite(
-            config, mode=mode, reset=True, pythonpath=pythonpath, startup_timeout=startup_timeout
+            config,
+            mode=mode,
+            reset=session is None,
+            pythonpath=pythonpath,
+            startup_timeout=startup_timeout,
         )
 
     def open_site(name: str) -> Any:
@@ -408,46 +484,55 @@ def run_syft(
         else:
             for n in site_homes:
                 handles[n] = start(n)
-        region_home = site_homes[region_name]
-        admin = open_site(region_name)
-        comms_mock, mob_mock = region_mocks(comms, mob, mock_city)
-        upload_dataset(
-            admin,
-            name="communities",
-            private=comms,
-            mock=comms_mock,
-            description="community attributes (mock: public geography, synthetic attributes)",
-        )
-        upload_dataset(
-            admin,
-            name="mobility",
-            private=mob,
-            mock=mob_mock,
-            description="mobility flows between communities (mock: synthetic flows)",
-        )
-        allow_exact_release(
-            region_home, by=f"owner@{region_name}.example", reason="synthetic city; z not noised"
-        )
-        for name, f in zip(agency_names, files, strict=True):
-            site_home = site_homes[name]
-            df = assign_regions(load_transactions(f), comms)
-            admin = open_site(name)
+        if session is None:  # a resumed run finds its datasites as they were
+            region_home = site_homes[region_name]
+            admin = open_site(region_name)
+            comms_mock, mob_mock = region_mocks(comms, mob, mock_city)
             upload_dataset(
                 admin,
-                name="transactions",
-                private=df,
-                mock=transaction_mock(df, mock_city, name),
-                description=f"{name}'s sales with prices (mock: synthetic city seed {mock_seed})",
+                name="communities",
+                private=comms,
+                mock=comms_mock,
+                description="community attributes (mock: public geography, synthetic attributes)",
             )
-            if plan.privacy is not None:
-                cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
-                Ledger(site_home).set_cap(
-                    data_scientist, name, epsilon=cap, delta=plan.privacy.delta
+            upload_dataset(
+                admin,
+                name="mobility",
+                private=mob,
+                mock=mob_mock,
+                description="mobility flows between communities (mock: synthetic flows)",
+            )
+            if plan.privacy is not None and plan.privacy.region_epsilon is not None:
+                Ledger(region_home).set_cap(
+                    data_scientist,
+                    region_name,
+                    epsilon=plan.privacy.region_epsilon,
+                    delta=plan.privacy.delta,
                 )
             else:
                 allow_exact_release(
-                    site_home, by=f"owner@{name}.example", reason="synthetic city, no privacy"
+                    region_home, by=f"owner@{region_name}.example", reason="synthetic city; exact z"
                 )
+            for name, f in zip(agency_names, files, strict=True):
+                site_home = site_homes[name]
+                df = assign_regions(load_transactions(f), comms)
+                admin = open_site(name)
+                upload_dataset(
+                    admin,
+                    name="transactions",
+                    private=df,
+                    mock=transaction_mock(df, mock_city, name),
+                    description=f"{name}'s sales with prices (mock: synthetic city seed {mock_seed})",
+                )
+                if plan.privacy is not None:
+                    cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
+                    Ledger(site_home).set_cap(
+                        data_scientist, name, epsilon=cap, delta=plan.privacy.delta
+                    )
+                else:
+                    allow_exact_release(
+                        site_home, by=f"owner@{name}.example", reason="synthetic city, no privacy"
+                    )
 
         # ---------------------------------------------------------------- data scientist
         clients = {n: h.login(data_scientist, ds_password) for n, h in handles.items()}
@@ -456,52 +541,70 @@ def run_syft(
             get_asset(clients[region_name], "mobility"),
         )
         tx_assets = {n: get_asset(clients[n], "transactions") for n in agency_names}
-        public = public_from_mocks(
-            region_assets[0].mock, [tx_assets[n].mock for n in agency_names], plan
-        )
-        if plan.pretrain_epochs:  # public: the mocks only, before any private release
-            from fedmugrep.federation.pretrain import pretrain_on_mocks
+        if session is not None:  # the approved requests pin the public constant
+            public = _resume_public(ck_dir, clients, plan, session["run_id"])
+        else:
+            public = public_from_mocks(
+                region_assets[0].mock, [tx_assets[n].mock for n in agency_names], plan
+            )
+            if plan.pretrain_epochs:  # public: the mocks only, before any private release
+                from fedmugrep.federation.pretrain import pretrain_on_mocks
 
-            public.init_state = pretrain_on_mocks(
-                public,
-                pd.concat(
-                    [
-                        as_nanosecond_dates(strip_mock_marker(tx_assets[n].mock))
-                        for n in agency_names
-                    ],
-                    ignore_index=True,
-                ),
-                strip_mock_marker(region_assets[0].mock),
-                strip_mock_marker(region_assets[1].mock),
-                epochs=plan.pretrain_epochs,
-                seed=plan.seed,
+                public.init_state = pretrain_on_mocks(
+                    public,
+                    pd.concat(
+                        [
+                            as_nanosecond_dates(strip_mock_marker(tx_assets[n].mock))
+                            for n in agency_names
+                        ],
+                        ignore_index=True,
+                    ),
+                    strip_mock_marker(region_assets[0].mock),
+                    strip_mock_marker(region_assets[1].mock),
+                    epochs=plan.pretrain_epochs,
+                    seed=plan.seed,
+                )
+            run_id = f"run-{uuid.uuid4().hex[:12]}"
+            constant = public_constant(public, plan, run_id=run_id)
+            _save_session(
+                ck_dir, public, run_id=run_id, data_scientist=data_scientist, password=ds_password
             )
-        constant = public_constant(public, plan, run_id=f"run-{uuid.uuid4().hex[:12]}")
-        calls_t, calls_r = planned_calls(plan)
-        submit_request(
-            clients[region_name],
-            _party_function(
-                region_call,
-                clients[region_name],
-                {"data": region_assets[0], "mobility": region_assets[1]},
-                region_contract(plan, package_dir=package_dir),
-                constant,
-                calls_r,
-            ),
-        )
-        t_contract = transaction_contract(plan, package_dir=package_dir)
-        for n in agency_names:
+            calls_t, calls_r = planned_calls(plan)
             submit_request(
-                clients[n],
+                clients[region_name],
                 _party_function(
-                    transaction_call,
-                    clients[n],
-                    {"data": tx_assets[n]},
-                    t_contract,
+                    region_call,
+                    clients[region_name],
+                    {"data": region_assets[0], "mobility": region_assets[1]},
+                    region_contract(
+                        plan,
+                        n_communities=len(public.encoders.vocab.communities),
+                        package_dir=package_dir,
+                    ),
                     constant,
-                    calls_t,
+                    calls_r,
                 ),
             )
+            t_contract = transaction_contract(
+                plan,
+                package_dir=package_dir,
+                n_coords=sum(
+                    math.prod(shape) for _, shape in parameter_shapes(public.model_config)["params"]
+                )
+                + public.model_config.z_dim,
+            )
+            for n in agency_names:
+                submit_request(
+                    clients[n],
+                    _party_function(
+                        transaction_call,
+                        clients[n],
+                        {"data": tx_assets[n]},
+                        t_contract,
+                        constant,
+                        calls_t,
+                    ),
+                )
 
         # ---------------------------------------------------------------- owners review
         for n, admin in admins.items():
@@ -515,7 +618,12 @@ def run_syft(
         # ---------------------------------------------------------------- training
         agencies = {
             n: SyftTransactionParty(
-                n, client=clients[n], asset=tx_assets[n], public=public, plan=plan
+                n,
+                client=clients[n],
+                asset=tx_assets[n],
+                public=public,
+                plan=plan,
+                journal=ck_dir / "replies" / n,
             )
             for n in agency_names
         }
@@ -524,10 +632,24 @@ def run_syft(
             client=clients[region_name],
             communities=region_assets[0],
             mobility=region_assets[1],
+            journal=ck_dir / "replies" / region_name,
+            retries=plan.retries,
+            retry_backoff=plan.retry_backoff,
         )
         t_train = time.perf_counter()
-        base = Coordinator(plan, public, agencies, region).run(progress=progress)  # type: ignore[arg-type]
+        coordinator = Coordinator(
+            plan,
+            public,
+            agencies,  # type: ignore[arg-type]
+            region,  # type: ignore[arg-type]
+            checkpoint=ck_dir / "checkpoint.pt",
+        )
+        base = coordinator.run(progress=progress)
         t_end = time.perf_counter()
+        executions = {
+            n: len(execution_outputs(c, "region_call" if n == region_name else "transaction_call"))
+            for n, c in clients.items()
+        }
         calls = [c for party in (*agencies.values(), region) for c in party.calls]
         return SyftFederationResult(
             **{f.name: getattr(base, f.name) for f in fields(FederationResult)},
@@ -536,6 +658,7 @@ def run_syft(
             train_seconds=t_end - t_train,
             data_scientist=data_scientist,
             homes={n: h.config.home for n, h in handles.items()},
+            executions=executions,
         )
     finally:
         display.__exit__(None, None, None)
@@ -546,6 +669,108 @@ def run_syft(
                 pass
         for handle in handles.values():
             clear_party_cache(handle.config.home)
+
+
+#: Files of a run in ``home/coordinator`` (besides the checkpoint and the journal of replies).
+SESSION_FILE = "session.json"
+PUBLIC_FILE = "public.pt"
+
+
+def _clear_coordinator(ck_dir: Path) -> None:
+    """A fresh run: forget the last run's checkpoint, session and journal of replies."""
+    import shutil
+
+    for name in ("checkpoint.pt", "checkpoint.tmp", SESSION_FILE, PUBLIC_FILE, "run_id"):
+        (ck_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(ck_dir / "replies", ignore_errors=True)
+    ck_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _save_session(
+    ck_dir: Path, public: PublicArtefacts, *, run_id: str, data_scientist: str, password: str
+) -> None:
+    """What a resumed run needs: the run id, the data scientist's account (its password in a
+    file only this user can read) and the public artefacts the requests pin."""
+    import json
+    import os
+
+    import torch
+
+    ck_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(public, ck_dir / PUBLIC_FILE)
+    (ck_dir / "run_id").write_text(run_id, encoding="utf-8")
+    path = ck_dir / SESSION_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"run_id": run_id, "data_scientist": data_scientist, "password": password}, fh)
+
+
+def _load_session(ck_dir: Path, data_scientist: str) -> dict[str, str]:
+    """The session :func:`_save_session` left in ``ck_dir``.
+
+    Raises:
+        ConfigError: when there is none, or it belongs to another data scientist.
+    """
+    import json
+
+    path = ck_dir / SESSION_FILE
+    if not path.is_file() or not (ck_dir / PUBLIC_FILE).is_file():
+        raise ConfigError(
+            f"nothing to resume in {ck_dir.parent}: no {SESSION_FILE} (the run stopped before "
+            "its requests were submitted); start a new run without resume"
+        )
+    session = json.loads(path.read_text(encoding="utf-8"))
+    if session.get("data_scientist") != data_scientist:
+        raise ConfigError(
+            f"the run in {ck_dir.parent} belongs to {session.get('data_scientist')!r}, not "
+            f"{data_scientist!r}; resume it with data_scientist={session.get('data_scientist')!r}"
+        )
+    return session
+
+
+def _resume_public(
+    ck_dir: Path, clients: dict[str, Any], plan: FederationPlan, run_id: str
+) -> PublicArtefacts:
+    """The public artefacts of the run being resumed, checked against what every datasite's
+    owner approved: each datasite must hold an *approved* request of the party function whose
+    pinned public constant has this run id and equals the one rebuilt from the saved
+    artefacts and ``plan`` (so a resumed run cannot change the plan, hence the noise).
+
+    Raises:
+        ConfigError: when a request is missing, not approved, or pins another constant.
+    """
+    import torch
+
+    from fedmugrep.federation.syft_parties import public_hash
+    from fedmugrep.federation.syft_runtime import find_code, pinned_constant
+
+    public: PublicArtefacts = torch.load(ck_dir / PUBLIC_FILE, weights_only=False)
+    expected = public_hash(public_constant(public, plan, run_id=run_id))
+    for name, client in clients.items():
+        fname = "region_call" if name == "region" else "transaction_call"
+        codes = [
+            c
+            for c in find_code(client, fname)
+            if isinstance(pinned_constant(c, "public"), dict)
+            and pinned_constant(c, "public").get("run_id") == run_id
+        ]
+        if not codes:
+            raise ConfigError(
+                f"datasite '{name}' has no request '{fname}' of run {run_id}; the run cannot be "
+                "resumed there, start a new run without resume"
+            )
+        code = codes[-1]
+        if not code.status.approved:
+            raise ConfigError(
+                f"the request '{fname}' of run {run_id} on datasite '{name}' is not approved; "
+                "ask its owner to approve it, or start a new run"
+            )
+        if public_hash(pinned_constant(code, "public")) != expected:
+            raise ConfigError(
+                f"the approved request on datasite '{name}' pins another plan or public "
+                "artefacts than this resume would use; resume with the same plan"
+            )
+    return public
 
 
 def _party_function(

@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -62,7 +63,7 @@ import pandas as pd
 import torch
 
 from fedmugrep.compression import ChannelLayout, SparseUpdate, channel_layout
-from fedmugrep.errors import ConfigError
+from fedmugrep.errors import ConfigError, FedMugRepError
 from fedmugrep.federation.parties import (
     PublicArtefacts,
     RegionParty,
@@ -72,6 +73,7 @@ from fedmugrep.federation.parties import (
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
 from fedmugrep.federation.syft_remote import RemoteContext, pack_array, unpack_array
 from fedmugrep.models.mugrep import EventModel, ModelConfig
+from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.training.prepare import Encoders, GraphConfig
 
 __all__ = [
@@ -577,7 +579,7 @@ def transaction_call_impl(
         if split not in ("val", "test"):
             raise ConfigError(f"evaluate: split must be 'val' or 'test' (got {split!r})")
         metrics = party.evaluate(theta, z, split)
-        return {k: (int(v) if k == "n" else float(v)) for k, v in metrics.items()}
+        return {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items()}
     prev_text = _arg(args, "previous")
     previous = decode_model_dict(prev_text, orders) if prev_text else None
     reply = party.step(_round_arg(args, low=0), theta, z, previous)
@@ -614,6 +616,7 @@ class _RegionState:
             self.party.model.load_state_dict(state["model"])
             self.party.opt.load_state_dict(state["opt"])
             self.last_round = int(state["round"])
+            self.party.version = int(state.get("version", self.last_round + 1))
         if self.intra_file.is_file():
             self.party._intra = torch.from_numpy(np.load(self.intra_file, allow_pickle=False))
 
@@ -627,8 +630,9 @@ def _region_state(
     with _CACHE_LOCK:
         state = _CACHE.get(key)
         if state is None:
-            _require_exact_release_allowed(ctx.home, "region representations z")
             public, plan, run_id = public_from_constant(public_d)
+            if not plan.region_events(len(public.encoders.vocab.communities)):
+                _require_exact_release_allowed(ctx.home, "region representations z")
             cg = community_graph(public.encoders, public.graph_config, comms, mobility)
             width = int(cg.attrs.shape[1])
             if width != public.model_config.attr_dim:
@@ -646,6 +650,10 @@ def _region_state(
                     plan,
                     folder,
                     init_state=public.init_state["region"] if public.init_state else None,
+                    name=ctx.datasite,
+                    data_scientist=_caller(ctx),
+                    request_id=run_id,
+                    ledger=Ledger(ctx.home),
                 )
             state = _RegionState(party, folder)
             state.reload()
@@ -702,8 +710,14 @@ def region_call_impl(
     if not snap.is_file():
         raise ConfigError(f"no region model snapshot for round {round_index}; nothing restored")
     party.model.load_state_dict(torch.load(snap, weights_only=True))
+    party.version = round_index + 1  # the state after round r's update (one update per round)
     torch.save(
-        {"model": party.model.state_dict(), "opt": party.opt.state_dict(), "round": round_index},
+        {
+            "model": party.model.state_dict(),
+            "opt": party.opt.state_dict(),
+            "round": round_index,
+            "version": party.version,
+        },
         state.model_file,
     )
     return {"round": round_index}
@@ -738,23 +752,190 @@ def _reply_size(value: Any) -> int:
 
 
 class _Remote:
-    """Calls one approved function on one datasite and records :class:`CallStat`."""
+    """Calls one approved function on one datasite and records :class:`CallStat`.
+
+    Made to survive datasite restarts and coordinator crashes without spending extra calls of
+    the request's call cap:
+
+    * **Dead datasite.** A server that is down or restarting makes the PySyft client raise
+      ``requests``' connection errors (``OSError`` subclasses); they are raised as the
+      built-in :class:`ConnectionError`, which the coordinator retries with backoff
+      (``plan.retries``, ``plan.retry_backoff``); ``retries`` here does the same for calls the
+      coordinator does not retry itself. The PySyft client object survives a server restart
+      on the same URL (its user key is in the datasite's database), so no new login is needed.
+    * **Journal** (``journal`` folder, on the data scientist's disk): every reply of a
+      ``cacheable`` method is kept under a key of (method, payload, ``tag``); a *later process*
+      (a resumed coordinator) making the same call again is answered from it without running
+      anything remotely, so it replays the round after its checkpoint for free. The
+      datasite's releases are idempotent per (run, key), so the journal holds exactly what the
+      datasite would send again. Within one process every call is made (the call counts match
+      :func:`~fedmugrep.federation.syft_federation.planned_calls`).
+    * **Lost replies.** A call can run on the datasite, and count against its cap, while its
+      reply is lost (server killed after running it, coordinator killed mid-call). Before each
+      call an *intent* (key, executions so far) is written; after a connection error, or when a
+      new process finds an intent, the datasite's execution history is read: one more output
+      than the intent recorded is the lost reply, fetched instead of running the call again.
+    """
 
     def __init__(
-        self, name: str, client: Any, function_name: str, assets: Mapping[str, Any]
+        self,
+        name: str,
+        client: Any,
+        function_name: str,
+        assets: Mapping[str, Any],
+        *,
+        journal: str | Path | None = None,
+        cacheable: frozenset[str] = frozenset(),
+        retries: int = 0,
+        retry_backoff: float = 0.5,
+        on_recovered: Any = None,
     ) -> None:
         self.name, self.client, self.function_name = name, client, function_name
         self.assets = dict(assets)
         self.calls: list[CallStat] = []
+        self.replayed = 0  # calls answered from the journal
+        self.recovered = 0  # lost replies fetched from the datasite's execution history
+        self.journal = None if journal is None else Path(journal)
+        if self.journal is not None:
+            self.journal.mkdir(parents=True, exist_ok=True)
+        self.cacheable = frozenset(cacheable)
+        self.retries, self.retry_backoff = int(retries), float(retry_backoff)
+        self.on_recovered = on_recovered
+        self._executions: int | None = None  # private executions on the datasite, when known
+        self._written: set[str] = set()  # journaled by this process: calls it meant to make
 
-    def __call__(self, method: str, payload: Mapping[str, Any]) -> Any:
+    # ------------------------------------------------------------------ journal
+    def _key(self, method: str, text: str, tag: Any) -> str:
+        raw = json.dumps([self.function_name, method, text, tag], separators=(",", ":"))
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+    @property
+    def _intent_file(self) -> Path | None:
+        return None if self.journal is None else self.journal / "intent.json"
+
+    def _journal_get(self, key: str) -> Any:
+        if self.journal is None or not (self.journal / f"{key}.json").is_file():
+            return None
+        return json.loads((self.journal / f"{key}.json").read_text(encoding="utf-8"))
+
+    def _write(self, path: Path, value: Any) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _journal_put(self, key: str, method: str, value: Any, *, mine: bool = True) -> None:
+        if self.journal is not None and method in self.cacheable:
+            self._write(self.journal / f"{key}.json", value)
+            if mine:  # a recovered reply stays available to the call it belongs to
+                self._written.add(key)
+
+    def _executions_now(self) -> int:
+        from fedmugrep.federation.syft_runtime import execution_outputs
+
+        return len(execution_outputs(self.client, self.function_name))
+
+    def resolve_pending(self) -> tuple[str, Any] | None:
+        """Settle an intent left by a call whose reply was lost: ``(key, value)`` of that call
+        when it ran on the datasite (its output is fetched from the execution history and
+        journaled), else ``None``. Reaching the datasite is needed only when an intent exists.
+
+        Raises:
+            ConnectionError: when the datasite cannot be reached (yet).
+        """
+        intent_file = self._intent_file
+        if intent_file is None or not intent_file.is_file():
+            return None
+        from fedmugrep.federation.syft_runtime import execution_outputs, fetch_output
+
+        intent = json.loads(intent_file.read_text(encoding="utf-8"))
+        try:
+            outputs = execution_outputs(self.client, self.function_name)
+            found = None
+            if len(outputs) == int(intent["before"]) + 1:
+                try:
+                    found = fetch_output(self.client, self.function_name, outputs[-1])
+                except FedMugRepError:  # the lost call failed on the datasite: run it again
+                    found = None
+        except OSError as exc:
+            raise ConnectionError(
+                f"datasite '{self.name}' is unreachable while checking a lost reply ({exc})"
+            ) from exc
+        self._executions = len(outputs)
+        intent_file.unlink(missing_ok=True)
+        if found is None:
+            return None
+        self.recovered += 1
+        self._journal_put(intent["key"], intent["method"], found, mine=False)
+        if self.on_recovered is not None:
+            self.on_recovered(intent["method"], intent.get("round"))
+        return str(intent["key"]), found
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, method: str, payload: Mapping[str, Any], *, tag: Any = None) -> Any:
+        """Run ``method`` with ``payload`` (or answer from the journal / a lost reply).
+
+        Raises:
+            ConnectionError: the datasite is down (after ``retries`` retries).
+        """
+        delay = self.retry_backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(method, payload, tag)
+            except ConnectionError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, method: str, payload: Mapping[str, Any], tag: Any) -> Any:
         from fedmugrep.federation.syft_runtime import call_remote
 
         text = json.dumps(payload, separators=(",", ":"))
+        key = self._key(method, text, tag)
+        if method in self.cacheable and key not in self._written:
+            cached = self._journal_get(key)
+            if cached is not None:
+                self.replayed += 1
+                return cached
+        settled = self.resolve_pending()
+        if settled is not None and settled[0] == key:
+            return settled[1]
+        intent_file = self._intent_file
         t0 = time.perf_counter()
-        value = call_remote(
-            self.client, self.function_name, **self.assets, method=method, payload=text
-        )
+        try:
+            if intent_file is not None:
+                if self._executions is None:
+                    self._executions = self._executions_now()
+                round_index = payload.get("round") if isinstance(payload, Mapping) else None
+                self._write(
+                    intent_file,
+                    {
+                        "key": key,
+                        "method": method,
+                        "before": self._executions,
+                        "round": round_index,
+                    },
+                )
+            value = call_remote(
+                self.client, self.function_name, **self.assets, method=method, payload=text
+            )
+        except OSError as exc:  # requests' ConnectionError & co.; the reply may be lost
+            self._executions = None
+            raise ConnectionError(
+                f"datasite '{self.name}' did not answer '{method}' ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the coordinator retries"
+            ) from exc
+        except Exception:  # an answer came back (an error): nothing is lost
+            self._executions = None
+            if intent_file is not None:
+                intent_file.unlink(missing_ok=True)
+            raise
+        if self._executions is not None:
+            self._executions += 1
+        self._journal_put(key, method, value)
+        if intent_file is not None:
+            intent_file.unlink(missing_ok=True)
         self.calls.append(
             CallStat(
                 self.name,
@@ -776,6 +957,10 @@ class SyftTransactionParty:
         layout: channel layout of model 1 (public).
         nm: the plan's Gaussian noise multiplier (public).
         calls: every remote call made, with timings and sizes.
+
+    ``journal``: a folder of the data scientist's where replies are kept (see :class:`_Remote`):
+    a resumed run replays the calls after its checkpoint without spending the call cap.
+    ``evaluate``, which the coordinator does not retry, is retried here (``plan.retries``).
     """
 
     def __init__(
@@ -787,12 +972,22 @@ class SyftTransactionParty:
         public: PublicArtefacts,
         plan: FederationPlan,
         function_name: str = "transaction_call",
+        journal: str | Path | None = None,
     ) -> None:
         self.name = name
         self._orders = parameter_shapes(public.model_config)
         self.layout: ChannelLayout = channel_layout(dict(self._orders["params"]))
         self.nm = plan.noise_multiplier()
-        self._remote = _Remote(name, client, function_name, {"data": asset})
+        self._retries, self._backoff = plan.retries, plan.retry_backoff
+        self._remote = _Remote(
+            name,
+            client,
+            function_name,
+            {"data": asset},
+            journal=journal,
+            cacheable=frozenset(TRANSACTION_METHODS),
+            retry_backoff=plan.retry_backoff,
+        )
 
     @property
     def calls(self) -> list[CallStat]:
@@ -843,16 +1038,20 @@ class SyftTransactionParty:
         self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
     ) -> dict:
         """See :meth:`TransactionParty.evaluate` (the datasite allows ``val`` and ``test``)."""
-        return dict(
-            self._remote(
-                "evaluate",
-                {
-                    "theta": encode_model_dict(theta, self._orders),
-                    "z": _pack_tensor(z),
-                    "split": split,
-                },
+        self._remote.retries = self._retries  # the coordinator calls evaluate without retries
+        try:
+            return dict(
+                self._remote(
+                    "evaluate",
+                    {
+                        "theta": encode_model_dict(theta, self._orders),
+                        "z": _pack_tensor(z),
+                        "split": split,
+                    },
+                )
             )
-        )
+        finally:
+            self._remote.retries = 0
 
     def __repr__(self) -> str:
         return f"SyftTransactionParty({self.name!r}, calls={len(self.calls)})"
@@ -878,7 +1077,7 @@ class _RegionModelHandle:
                 "the region model lives on the region datasite; pass a state_dict() of this "
                 "handle (a round tag), not parameters"
             )
-        self._owner._remote("restore", {"round": int(round_index)})
+        self._owner.restore(int(round_index))
 
 
 class SyftRegionParty:
@@ -889,6 +1088,13 @@ class SyftRegionParty:
         name: the datasite name.
         model: a :class:`_RegionModelHandle` (round tags, no parameters).
         calls: every remote call made.
+        applied: the last round whose model-2 state the datasite holds (``None``: the initial
+            state); kept in ``journal`` so a resumed run knows it.
+
+    The coordinator does not retry region calls; this proxy does (``retries`` times, with
+    exponential backoff from ``retry_backoff``): forwards are idempotent (journaled, and the
+    datasite replays its ``z`` per model-2 state), a backward whose reply was lost is
+    recovered from the datasite's execution history (:class:`_Remote`), never applied twice.
     """
 
     def __init__(
@@ -899,33 +1105,74 @@ class SyftRegionParty:
         communities: Any,
         mobility: Any,
         function_name: str = "region_call",
+        journal: str | Path | None = None,
+        retries: int = 0,
+        retry_backoff: float = 0.5,
     ) -> None:
         self.name = name
         self._remote = _Remote(
-            name, client, function_name, {"data": communities, "mobility": mobility}
+            name,
+            client,
+            function_name,
+            {"data": communities, "mobility": mobility},
+            journal=journal,
+            cacheable=frozenset({"forward"}),
+            retries=retries,
+            retry_backoff=retry_backoff,
+            on_recovered=self._recovered,
         )
+        self._state_file = None if journal is None else Path(journal) / "region_state.json"
+        self.applied: int | None = None
+        if self._state_file is not None and self._state_file.is_file():
+            self.applied = json.loads(self._state_file.read_text(encoding="utf-8"))["applied"]
         self.model = _RegionModelHandle(self)
-        self.last_backward_round: int | None = None
+        self.last_backward_round: int | None = self.applied
 
     @property
     def calls(self) -> list[CallStat]:
         return self._remote.calls
 
+    def _set_applied(self, round_index: int) -> None:
+        self.applied = int(round_index)
+        if self._state_file is not None:
+            tmp = self._state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"applied": self.applied}), encoding="utf-8")
+            os.replace(tmp, self._state_file)
+
+    def _recovered(self, method: str, round_index: Any) -> None:
+        if method in ("backward", "restore") and isinstance(round_index, int):
+            self._set_applied(round_index)
+
     def restore(self, round_index: int) -> None:
         """See :meth:`RegionParty.restore`: the region datasite rewinds model 2 to its snapshot
-        of ``round_index`` (used when a coordinator resumes; counts against the call cap)."""
-        self._remote("restore", {"round": int(round_index)})
+        of ``round_index`` (a resumed coordinator; the best round at the end). No call is made
+        when the datasite already holds that state (the usual case: a crash before the next
+        backward), so a resume costs no extra call of the cap."""
+        round_index = int(round_index)
+        if self._remote.journal is not None:
+            self._remote.resolve_pending()  # a lost backward reply may have moved model 2
+        if self.applied != round_index:
+            self._remote("restore", {"round": round_index})
+            self._set_applied(round_index)
+        self.last_backward_round = round_index
 
     def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
-        """See :meth:`RegionParty.forward`."""
+        """See :meth:`RegionParty.forward` (journaled per model-2 state)."""
         out = self._remote(
-            "forward", {"round": int(round_index), "pooled": _pack_tensor(pooled_intra)}
+            "forward",
+            {"round": int(round_index), "pooled": _pack_tensor(pooled_intra)},
+            tag=self.applied,
         )
         return _unpack_tensor(out["z"])
 
     def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
         """See :meth:`RegionParty.backward`."""
-        self._remote("backward", {"round": int(round_index), "z_grad": _pack_tensor(z_grad)})
+        self._remote(
+            "backward",
+            {"round": int(round_index), "z_grad": _pack_tensor(z_grad)},
+            tag=self.applied,
+        )
+        self._set_applied(round_index)
         self.last_backward_round = int(round_index)
 
     def __repr__(self) -> str:

@@ -101,17 +101,22 @@ __all__ = [
     "code_status",
     "deny_request",
     "describe_request",
+    "execution_outputs",
     "fedmugrep_code_hash",
+    "fetch_output",
+    "find_code",
     "get_asset",
     "launch_datasite",
     "list_requests",
     "load_datasite_config",
     "login",
     "make_remote_function",
+    "pinned_constant",
     "quiet_syft",
     "register_data_scientist",
     "request_contract",
     "submit_request",
+    "unwrap_result",
     "upload_dataset",
 ]
 
@@ -365,7 +370,8 @@ def launch_datasite(
     if mode not in ("inprocess", "http"):
         raise ConfigError(f"mode must be 'inprocess' or 'http' (got {mode!r}); pick one")
     password = config.resolve_admin_password()
-    if mode == "http" and config.port is None:
+    auto_port = mode == "http" and config.port is None
+    if auto_port:
         config = config.replace(port=_free_port(config.host))
     if pythonpath is None:
         paths: tuple[Path, ...] = (Path(fedmugrep.__file__).resolve().parent.parent,)
@@ -379,7 +385,16 @@ def launch_datasite(
         pythonpath=paths,
         detach=detach,
     )
-    return handle.start(reset=reset)
+    for attempt in range(5):
+        try:
+            return handle.start(reset=reset)
+        except ConfigError as exc:
+            # a port picked here can be taken before the server binds it (parallel starts get
+            # the same free port from the kernel): pick another one
+            if not auto_port or attempt == 4 or "is in use" not in str(exc):
+                raise
+            handle.config = handle.config.replace(port=_free_port(handle.config.host))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _free_port(host: str) -> int:
@@ -876,6 +891,16 @@ def call_remote(ds_client: Any, function_name: str, /, **kwargs: Any) -> Any:
             result = pointer.get() if hasattr(pointer, "get") else pointer
     except sy.SyftException as exc:
         raise _call_error(ds_client, function_name, exc) from exc
+    return unwrap_result(ds_client, function_name, result)
+
+
+def unwrap_result(ds_client: Any, function_name: str, result: Any) -> Any:
+    """The value of one private execution's result, as :func:`call_remote` returns it.
+
+    Raises:
+        FedMugRepError: on a ``SyftError``, the mock run's result, or an error envelope (a
+            fedmugrep error is re-raised as the same class).
+    """
     if isinstance(result, sy.SyftError):
         raise FedMugRepError(
             f"'{function_name}' failed inside datasite '{ds_client.name}': {result.message}; the "
@@ -891,6 +916,49 @@ def call_remote(ds_client: Any, function_name: str, /, **kwargs: Any) -> Any:
             raise _rebuild_error(str(result.get("error")), str(result.get("message")))
         return result.get("value")
     return result
+
+
+def find_code(ds_client: Any, function_name: str) -> list[Any]:
+    """The data scientist's submitted codes named ``function_name`` on a datasite, oldest first."""
+    with quiet_syft():
+        codes = [c for c in ds_client.code.get_all() if c.service_func_name == function_name]
+    return codes
+
+
+def pinned_constant(code: Any, name: str) -> Any:
+    """The value a code request pins as ``sy.Constant`` under argument ``name`` (else ``None``)."""
+    with quiet_syft():
+        rule = _flat_input_rules(code).get(name)
+    return getattr(rule, "val", None) if type(rule).__name__ == "Constant" else None
+
+
+def execution_outputs(ds_client: Any, function_name: str) -> list[Any]:
+    """The stored results of every private execution of the data scientist's (single) code
+    ``function_name``, oldest first (``ExecutionOutput`` objects; one per call that ran,
+    including calls whose reply never reached the caller).
+
+    Raises:
+        ConfigError: when there is no such code.
+    """
+    codes = find_code(ds_client, function_name)
+    if not codes:
+        raise ConfigError(
+            f"datasite '{ds_client.name}' has no function '{function_name}' for you; submit it "
+            "with submit_request first"
+        )
+    with quiet_syft():
+        history = list(codes[-1].output_history)
+    return sorted(history, key=lambda o: float(o.created_at.utc_timestamp))
+
+
+def fetch_output(ds_client: Any, function_name: str, output: Any) -> Any:
+    """The value of one :func:`execution_outputs` entry, unwrapped like :func:`call_remote`."""
+    with quiet_syft():
+        values = output.outputs
+        value = values[0] if isinstance(values, list) and values else values
+        value = value.get() if hasattr(value, "get") else value
+        value = getattr(value, "syft_action_data", value)
+    return unwrap_result(ds_client, function_name, value)
 
 
 def _call_error(ds_client: Any, function_name: str, exc: BaseException) -> FedMugRepError:

@@ -49,6 +49,8 @@ class ModelConfig:
     # community, released beside the intra-region sums and passed straight through model 2
     target_channel: bool = True
     target_clip: float = 2.5
+    # tanh on model 2's output: every entry of z in [-1, 1] (bounds the sensitivity of z)
+    bounded_z: bool = True
 
     @property
     def intra_width(self) -> int:
@@ -137,6 +139,8 @@ class RegionModel(nn.Module):
         """``[C, z_dim]``: the encoder's output, then (``target_channel``) the community's
         pooled price level unchanged (a skip connection without parameters)."""
         z = self.encoder(comm.attrs, intra, comm.edge_index_dict, comm.edge_weight_dict)
+        if self.cfg.bounded_z:
+            z = torch.tanh(z)
         if self.cfg.target_channel:
             z = torch.cat([z, intra[:, :1]], dim=1)
         return z
