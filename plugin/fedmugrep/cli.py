@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "datasite",
     "requests",
     "budget",
+    "appraise",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_INTEGRITY = 0, 1, 2, 3, 4
