@@ -28,10 +28,29 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
     for key in ("mae", "mape", "mae_log"):
         assert rep["federated"][key] > 0
     assert rep["centralized"]["mape"] > 0
-    assert set(rep["privacy"]) == {"agency1", "agency2", "agency3"}
+    # every datasite, the region one included, spends at most its cap, ledgers verify
+    assert set(rep["privacy"]) == {"agency1", "agency2", "agency3", "region"}
     for p in rep["privacy"].values():
         assert 0 < p["epsilon"] <= p["cap"] == 4.0 and p["ledger_ok"]
     assert len(rep["bytes_per_round"]) == 2
+    assert [sorted(h["epsilon"]) for h in rep["history"]] == [sorted(rep["privacy"])] * 2
     assert "bayes_floor" in rep
+    # the data scientist's view is noised; the owners' exact view is what report.json pools
+    assert rep["federated_released"]["mape"] != rep["federated"]["mape"]
+    assert (out / "predictions.csv").is_file() and (out / "model.pt").is_file()
+    page = out / "report" / "index.html"
+    pngs = {p.name for p in page.parent.glob("*.png")}
+    # a private run releases no per-round loss and the demo runs no sweep: those two sections
+    # explain themselves instead of drawing
+    assert (
+        page.is_file()
+        and {
+            "epsilon_spent.png",
+            "bytes_per_round.png",
+            "city_map.png",
+            "predicted_vs_actual.png",
+        }
+        <= pngs
+    )
     text = capsys.readouterr().out
     assert "epsilon" in text and "x centralized" in text

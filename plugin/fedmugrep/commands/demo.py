@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 EPILOG = """example:
   fedmugrep demo                          # in-process datasites, writes runs/demo/report.json
@@ -58,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from fedmugrep.commands.train_central import format_summary
+    from fedmugrep.data.loading import load_communities
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
+    from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.federation.syft_federation import run_syft
+    from fedmugrep.federation.valuation import ValuationModel
     from fedmugrep.privacy.ledger import Ledger
+    from fedmugrep.report import write_report
     from fedmugrep.training.central import TrainConfig, central_reference
 
     t0 = time.perf_counter()
@@ -84,41 +89,76 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(central))
 
     mode = "http" if args.http else "inprocess"
-    privacy = None if args.no_privacy else PrivacyPlan(epsilon=args.epsilon)
-    plan = FederationPlan(
-        rounds=args.rounds, lr=0.01, region_lr=0.01, privacy=privacy, seed=args.seed
+    privacy = (
+        None
+        if args.no_privacy
+        else PrivacyPlan.for_epsilon(args.epsilon, region_epsilon=args.epsilon)
     )
+    plan = FederationPlan(rounds=args.rounds, privacy=privacy, seed=args.seed)
     print(
         f"[3/3] federated training over PySyft datasites ({mode}), {args.rounds} rounds, "
         + ("no privacy" if privacy is None else f"epsilon cap {args.epsilon} per datasite")
     )
     res = run_syft(city_dir, plan, args.out / "datasites", mode=mode, progress=not args.quiet)
 
-    privacy_rep = {}
+    privacy_rep, eps_curves = {}, {}
     for dataset, home in res.homes.items():
-        if dataset == "region":  # the region party's z is not noised yet: nothing charged
-            continue
         led = Ledger(home)
         cap = led.cap(res.data_scientist, dataset)
+        if cap is None:  # nothing capped: exact releases the owner allowed (no privacy)
+            continue
         privacy_rep[dataset] = {
             "epsilon": led.spent(res.data_scientist, dataset),
-            "cap": cap[0] if cap else None,
-            "delta": cap[1] if cap else None,
+            "cap": cap[0],
+            "delta": cap[1],
             "ledger_ok": led.verify().ok,
         }
-    fed = dict(res.metrics)
+        eps_curves[dataset] = _epsilon_after_each_round(led, dataset, len(res.history))
+
+    # the data owners' view: exact metrics and per-row predictions stay in each datasite's home;
+    # the demo plays every owner, so it may pool them (the data scientist only got noised sums)
+    agency_homes = [h for n, h in res.homes.items() if n != "region"]
+    predictions = owner_predictions(agency_homes)
+    owner_pooled, owner_per = pooled_metrics(predictions)
+    predictions.to_csv(args.out / "predictions.csv", index=False)
+    model_file = ValuationModel.from_result(
+        res, geography=load_communities(city_dir / "communities.csv")
+    ).save(args.out / "model.pt")
+
+    fed = {k: owner_pooled[k] for k in ("mae", "mape", "mae_log", "coverage80", "n")}
+    history = []
+    for i, h in enumerate(res.history):
+        rec = {
+            "round": h.round,
+            "seconds": h.seconds,
+            "bytes_up": h.bytes_up,
+            "bytes_dense": h.bytes_dense,
+            "epsilon": {d: c[i] for d, c in eps_curves.items() if i < len(c)},
+        }
+        if h.train_loss is not None:
+            rec["train_loss"] = h.train_loss
+        history.append(rec)
     out = {
         "mode": mode,
         "federated": fed,
+        "federated_note": "exact test metrics from the data owners' own reports (pooled)",
+        "federated_released": {
+            k: v
+            for k, v in res.metrics.items()
+            if k in ("mae", "mape", "mae_log", "coverage80", "n")
+        },
+        "federated_per_agency": owner_per,
         "centralized": {k: central["model"][k] for k in ("mae", "mape", "mae_log", "coverage80")},
         "baselines": central.get("baselines", {}),
         "privacy": privacy_rep,
         "noise_multiplier": res.noise_multiplier,
+        "history": history,
         "bytes_per_round": [h.bytes_up for h in res.history],
         "bytes_dense_per_round": res.history[-1].bytes_dense if res.history else 0,
         "district_summary": res.district_summary,
         "setup_seconds": res.setup_seconds,
         "train_seconds": res.train_seconds,
+        "model_file": str(model_file),
         "plan": plan.to_dict(),
     }
     if "bayes_floor" in central:
@@ -126,22 +166,42 @@ def run(args: argparse.Namespace) -> int:
     out["demo_seconds"] = time.perf_counter() - t0
 
     ratio = fed["mape"] / out["centralized"]["mape"]
+    rel = out["federated_released"]
     print(
-        f"federated test: MAE {fed['mae']:,.0f}  MAPE {fed['mape']:.4f} ({ratio:.2f} x centralized)  "
-        f"MAE log {fed['mae_log']:.4f}  coverage80 {fed['coverage80']:.3f}"
+        f"federated test (data owners' exact metrics): MAE {fed['mae']:,.0f}  MAPE "
+        f"{fed['mape']:.4f} ({ratio:.2f} x centralized)  MAE log {fed['mae_log']:.4f}  "
+        f"coverage80 {fed['coverage80']:.3f}"
     )
-    for name, s in privacy_rep.items():
+    if privacy is not None:
         print(
-            f"  {name}: epsilon {s['epsilon']:.3f} of cap {s['cap']}; ledger verified: {s['ledger_ok']}"
+            f"  released to the data scientist (Laplace-noised): MAPE {rel['mape']:.4f}  "
+            f"MAE log {rel['mae_log']:.4f}  coverage80 {rel['coverage80']:.3f}"
+        )
+    for name, st in privacy_rep.items():
+        print(
+            f"  {name}: epsilon {st['epsilon']:.3f} of cap {st['cap']}; ledger verified: "
+            f"{st['ledger_ok']}"
         )
     if res.history:
         up = sum(res.history[-1].bytes_up.values()) / len(res.history[-1].bytes_up)
         print(
             f"  bytes up per datasite per round: {up:,.0f} (dense {out['bytes_dense_per_round']:,})"
         )
+    print(f"  model for valuations: {model_file} (fedmugrep appraise --model {model_file} ...)")
     for target in [args.out / "report.json", args.json]:
         if target:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(out, indent=2, default=str))
-    print(f"report written to {args.out / 'report.json'} ({out['demo_seconds']:.0f} s)")
+    page = write_report(args.out)
+    print(
+        f"report written to {args.out / 'report.json'} and {page.html} ({out['demo_seconds']:.0f} s)"
+    )
     return 0
+
+
+def _epsilon_after_each_round(led: Any, dataset: str, rounds: int) -> list[float]:
+    """The dataset's total epsilon after each round's release (from the ledger's running
+    totals): one charged entry per round, after the one-off setup release(s)."""
+    charged = [e for e in led.entries() if e.status == "charged" and e.dataset == dataset]
+    per_round = [e for e in charged if e.mechanism in ("gaussian:theta+z_grad", "laplace:region_z")]
+    return [float(e.total_epsilon) for e in per_round[:rounds]]

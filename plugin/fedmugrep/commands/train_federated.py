@@ -15,6 +15,7 @@ EPILOG = """example:
   fedmugrep synth --out city/
   fedmugrep train-federated --city city/ --home runs/fed --rounds 60 --epsilon 8 --json runs/fed.json
   fedmugrep audit --home runs/fed/transactions_agency1
+  fedmugrep appraise --model runs/fed/model.pt --properties my_listings.csv
 """
 
 
@@ -31,8 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--home", type=Path, required=True, help="folder for the parties' ledgers and state"
     )
-    p.add_argument("--rounds", type=int, default=60)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--rounds", type=int, default=60, help="federated rounds (default 60)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of both models")
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=150,
+        help="public pretraining on the mocks before any private release (0: none)",
+    )
     p.add_argument(
         "--upload-rate", type=float, default=1.0, help="share of channels sent per round"
     )
@@ -40,51 +47,99 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--epsilon", type=float, default=8.0, help="target epsilon per agency (delta 1e-5)"
     )
     p.add_argument("--no-privacy", action="store_true", help="no noise, no ledger (reference run)")
+    p.add_argument(
+        "--no-region-datasite",
+        action="store_true",
+        help="no region datasite: model 2 runs here over the public community geography",
+    )
+    p.add_argument(
+        "--laplace-updates",
+        action="store_true",
+        help="the patent's literal Laplace mechanism on model updates (much noisier; the "
+        "contract shows its cost) instead of Gaussian DP-SGD",
+    )
     p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument(
+        "--export-model",
+        type=Path,
+        default=None,
+        help="write the trained model for `fedmugrep appraise` (default HOME/model.pt)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fedmugrep.data.loading import load_communities
     from fedmugrep.federation.local import run_local
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+    from fedmugrep.federation.valuation import ValuationModel
+    from fedmugrep.privacy.ledger import Ledger
 
-    privacy = None if args.no_privacy else PrivacyPlan(epsilon=args.epsilon)
+    privacy = (
+        None
+        if args.no_privacy
+        else PrivacyPlan.for_epsilon(
+            args.epsilon,
+            region_epsilon=args.epsilon,
+            update_mechanism="laplace" if args.laplace_updates else "gaussian",
+        )
+    )
     plan = FederationPlan(
         rounds=args.rounds,
         lr=args.lr,
         region_lr=args.lr,
         upload_rate=args.upload_rate,
         privacy=privacy,
+        pretrain_epochs=args.pretrain_epochs,
     )
-    res = run_local(args.city, plan, args.home, progress=not args.quiet)
-    from fedmugrep.privacy.ledger import Ledger
+    res = run_local(
+        args.city,
+        plan,
+        args.home,
+        progress=not args.quiet,
+        region_datasite=not args.no_region_datasite,
+    )
 
     spent = {}
     if privacy is not None:
-        for folder in sorted(args.home.glob("transactions_*")):
+        region = [] if args.no_region_datasite else [args.home / "region"]
+        for folder in [*sorted(args.home.glob("transactions_*")), *region]:
             name = folder.name.removeprefix("transactions_")
+            led = Ledger(folder)
+            cap = led.cap("data-scientist", name)
             spent[name] = {
-                "epsilon": Ledger(folder).spent("data-scientist", name),
-                "cap": privacy.epsilon,
+                "epsilon": led.spent("data-scientist", name),
+                "cap": cap[0] if cap else None,
+                "ledger_ok": led.verify().ok,
             }
+    model_file = ValuationModel.from_result(
+        res, geography=load_communities(args.city / "communities.csv")
+    ).save(args.export_model or args.home / "model.pt")
     out = {
-        "federated": res.metrics,
-        "per_agency": res.per_agency,
+        "federated": res.owner_metrics,
+        "federated_note": "exact test metrics from the data owners' own reports (pooled)",
+        "federated_released": res.metrics,
         "privacy": spent,
         "noise_multiplier": res.noise_multiplier,
         "bytes_per_round": [h.bytes_up for h in res.history],
         "bytes_dense_per_round": res.history[-1].bytes_dense if res.history else 0,
+        "model_file": str(model_file),
         "plan": plan.to_dict(),
     }
-    m = res.metrics
+    m = res.owner_metrics
     print(
-        f"federated test: MAE {m['mae']:,.0f}  MAPE {m['mape']:.4f}  MAE log {m['mae_log']:.4f}  coverage80 {m['coverage80']:.3f}"
+        f"federated test (data owners' exact metrics): MAE {m['mae']:,.0f}  MAPE {m['mape']:.4f}  "
+        f"MAE log {m['mae_log']:.4f}  coverage80 {m['coverage80']:.3f}"
     )
-    for name, s in spent.items():
-        print(f"  {name}: epsilon spent {s['epsilon']:.3f} of cap {s['cap']:.3f}")
+    if privacy is not None:
+        r = res.metrics
+        print(f"  released to the data scientist (noised): MAPE {r['mape']:.4f}")
+    for name, st in spent.items():
+        print(f"  {name}: epsilon spent {st['epsilon']:.3f} of cap {st['cap']}")
+    print(f"  model for valuations: {model_file}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+        args.json.write_text(json.dumps(out, indent=2, default=str))
         print(f"report written to {args.json}")
     return 0
