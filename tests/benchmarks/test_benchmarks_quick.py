@@ -33,6 +33,7 @@ EXPECTED = {
         },
     },
     "scaling": {"top": {"machine", "event_graph", "rounds"}},
+    "device_training": {"top": {"machine", "rows", "transactions", "cuda_available"}},
     "accuracy": {"top": {"machine", "runs", "summary", "goals", "sweep", "rounds", "seeds"}},
     "overhead": {
         "top": {
@@ -124,3 +125,13 @@ def test_accuracy_quick(tmp_path: Path) -> None:
     assert private["released_mape"] != private["mape"]
     assert {"eps8_over_central", "nonprivate_over_central"} <= set(data["goals"])
     assert [s["epsilon"] for s in data["sweep"]] == [None, 8.0]
+
+
+@pytest.mark.slow
+def test_device_training_quick(tmp_path: Path) -> None:
+    data = _run("device_training", tmp_path)
+    devices = [r["device"] for r in data["rows"]]
+    assert devices[0] == "cpu" and devices[1:] == (["cuda"] if data["cuda_available"] else [])
+    for r in data["rows"]:
+        assert r["median_epoch_seconds"] > 0 and r["device_name"]
+        assert r["last_loss"] < r["first_loss"]  # it trains, on every device

@@ -31,16 +31,16 @@ def recency_rank(
         edge_index ``[2, E]``, delta_days ``[E]`` -> ``[E]`` (long).
     """
     if edge_index.numel() == 0:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, dtype=torch.long, device=edge_index.device)
     dst = edge_index[1]
     # sort by (dst, delta_days): stable sort on delta, then stable sort on dst
     order = torch.argsort(delta_days, stable=True)
     order = order[torch.argsort(dst[order], stable=True)]
     sorted_dst = dst[order]
-    first = torch.zeros(num_nodes, dtype=torch.long)
+    first = torch.zeros(num_nodes, dtype=torch.long, device=dst.device)
     counts = torch.bincount(sorted_dst, minlength=num_nodes)
     first[1:] = torch.cumsum(counts, 0)[:-1]
-    rank_sorted = torch.arange(order.numel()) - first[sorted_dst]
+    rank_sorted = torch.arange(order.numel(), device=dst.device) - first[sorted_dst]
     rank = torch.empty_like(rank_sorted)
     rank[order] = rank_sorted
     return rank
@@ -108,7 +108,7 @@ class EventEncoder(nn.Module):
         deg = (
             torch.bincount(dst, minlength=num_nodes).float().unsqueeze(1)
             if dst.numel()
-            else torch.zeros(num_nodes, 1)
+            else torch.zeros(num_nodes, 1, device=r.device)
         )
         return torch.cat([agg, agg_r, (deg > 0).float(), deg / self.k], dim=1)
 

@@ -179,14 +179,14 @@ class EventModel(nn.Module):
         idx = torch.nonzero(g.intra_mask).squeeze(1)
         u = torch.cat([g.y[idx].unsqueeze(1), g.x[idx]], dim=1)
         # intra_index is expressed in global node ids; map to positions in idx
-        pos = torch.full((g.num_nodes,), -1, dtype=torch.long)
-        pos[idx] = torch.arange(idx.numel())
+        pos = torch.full((g.num_nodes,), -1, dtype=torch.long, device=idx.device)
+        pos[idx] = torch.arange(idx.numel(), device=idx.device)
         ei = pos[g.intra_index]
         ei = ei[:, (ei >= 0).all(dim=0)]  # drop edges touching unknown-label nodes
         sums, counts = self.intra(u, ei, g.community[idx], n_communities)
         if self.cfg.target_channel:
             b = self.cfg.target_clip
-            level = torch.zeros(n_communities, dtype=sums.dtype).index_add_(
+            level = torch.zeros(n_communities, dtype=sums.dtype, device=sums.device).index_add_(
                 0, g.community[idx], g.y[idx].clamp(-b, b) / b
             )
             sums = torch.cat([level.unsqueeze(1), sums], dim=1)
@@ -276,9 +276,9 @@ def dense_neighbours(
     dst = g.event_index[1]
     order = torch.argsort(dst, stable=True)
     counts = torch.bincount(dst, minlength=g.num_nodes)
-    start = torch.zeros(g.num_nodes + 1, dtype=torch.long)
+    start = torch.zeros(g.num_nodes + 1, dtype=torch.long, device=dst.device)
     start[1:] = torch.cumsum(counts, 0)
-    slot = torch.arange(k)
+    slot = torch.arange(k, device=dst.device)
     first = start[targets].unsqueeze(1)
     valid = slot.unsqueeze(0) < counts[targets].unsqueeze(1)
     pos = torch.where(valid, first + slot, torch.zeros_like(first + slot))
