@@ -291,13 +291,22 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
                 else 'The history has no "train_loss", so no training loss is shown.'
             )
         if not has_val:
-            notes.append('The history has no "val_mae_log", so no validation curve is shown.')
+            notes.append(
+                "No validation curve: a private run keeps its last round and releases no "
+                "per-round validation metric (the data owners' exact test metrics are in the "
+                "table above)."
+                if _private(inputs)
+                else 'The history has no "val_mae_log", so no validation curve is shown.'
+            )
         s.caption = " ".join(notes)
         if s.png is None:
             s.missing = (
-                f"{inputs.run_dir / 'report.json'}: the history has neither train_loss nor "
-                "val_mae_log. To produce it: re-run `fedmugrep demo` with a version that "
-                "records them."
+                "nothing to draw: under differential privacy no per-round loss or validation "
+                "metric leaves the datasites. Run without privacy (`fedmugrep demo "
+                "--no-privacy`) to see training curves."
+                if _private(inputs)
+                else f"{inputs.run_dir / 'report.json'}: the history has neither train_loss "
+                "nor val_mae_log. To produce it: re-run `fedmugrep demo`."
             )
     out.append(s)
 
