@@ -272,7 +272,7 @@ class Coordinator:
         for r in bar:
             rec = self.round(r)
             result.history.append(rec)
-            if self.plan.selects_best and (r % 5 == 4 or r == self.plan.rounds - 1):
+            if r in self.plan.validation_rounds:
                 val, _ = self.evaluate("val")
                 bar.set_postfix(val_mae_log=f"{val['mae_log']:.4f}", refresh=False)
                 if val["mae_log"] < best[0]:

@@ -224,13 +224,17 @@ class FederationPlan:
         ]
 
     @property
+    def validation_rounds(self) -> frozenset[int]:
+        """Rounds after which the coordinator evaluates on validation rows (every 5th round and
+        the last), only when it selects the best round (:attr:`selects_best`)."""
+        if not self.selects_best:
+            return frozenset()
+        return frozenset(r for r in range(self.rounds) if r % 5 == 4 or r == self.rounds - 1)
+
+    @property
     def evaluations(self) -> int:
-        """Evaluations released per run: validation points (only when selecting the best
-        round) plus the final test evaluation."""
-        val = 0
-        if self.selects_best:
-            val = sum(1 for r in range(self.rounds) if r % 5 == 4 or r == self.rounds - 1)
-        return val + 1
+        """Evaluations released per run: the validation points plus the final test one."""
+        return len(self.validation_rounds) + 1
 
     def planned_events(self) -> list[PrivacyEvent]:
         """Every Laplace release of a run besides the rounds (setup, calibration, evaluations)."""

@@ -121,14 +121,6 @@ class SyftFederationResult(FederationResult):
 
 
 # ============================================================================ plan -> requests
-def _evaluations(plan: FederationPlan) -> int:
-    """Validation evaluations :meth:`Coordinator.run` makes (every 5th round and the last,
-    only when it selects the best round: :attr:`FederationPlan.selects_best`)."""
-    if not plan.selects_best:
-        return 0
-    return sum(1 for r in range(plan.rounds) if r % 5 == 4 or r == plan.rounds - 1)
-
-
 def planned_calls(plan: FederationPlan) -> tuple[int, int]:
     """Calls one run makes to ``(each transaction datasite, the region datasite)``.
 
@@ -138,7 +130,7 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
     best round is selected) at most 1 restore of its model. The call caps of the requests are these numbers; they
     follow :meth:`Coordinator.run`'s schedule (a test checks that they match).
     """
-    n_val = _evaluations(plan)
+    n_val = len(plan.validation_rounds)
     restore = int(plan.selects_best)
     return 1 + plan.rounds + n_val + 1 + 1, 2 * plan.rounds + n_val + 2 + restore
 
@@ -160,7 +152,7 @@ def transaction_contract(
     contract says so (mechanism ``none``, unbounded epsilon).
     """
     p = plan.privacy
-    evals = _evaluations(plan) + 1
+    evals = plan.evaluations
     if p is None:
         return PrivacyContract.for_installed(
             mechanisms=("none",),
