@@ -287,3 +287,30 @@ def test_patent_literal_laplace_updates_are_charged_and_far_noisier(city, tmp_pa
     assert "patent-literal Laplace" in notes and "the default Gaussian would add std" in notes
     with pytest.raises(PrivacyParameterError, match="joint_clip"):
         PrivacyPlan(update_mechanism="laplace", joint_clip=False)
+
+
+def test_released_ratios_are_clamped_and_their_noise_sd_is_right():
+    import warnings
+
+    import numpy as np
+
+    from fedmugrep.federation.coordinator import released_ranges
+    from fedmugrep.privacy.laplace import LaplaceMechanism, SeededRandomSource
+
+    plan = FederationPlan(rounds=2, privacy=PrivacyPlan.for_epsilon(8.0))
+    rel = plan.evaluation_events()[0]
+    # post-processing clamps each ratio to what its clipped terms allow
+    out = released_ranges({"mape": -0.3, "mae_log": 0.9, "coverage80": 1.4, "n": 200.0}, plan, 3)
+    assert (out["mape"], out["mae_log"], out["coverage80"]) == (0.0, 0.5, 1.0)
+    # the stated sd is that of 3 parties' Laplace-noised sums over n (measured on the mechanism)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mech = LaplaceMechanism(
+            sensitivity=rel.sensitivity, scale=rel.scale, bound=1e4,
+            source=SeededRandomSource(11),
+        )  # fmt: skip
+        # 32 lies on the snapping grid, where the rounded noise stays symmetric (unbiased)
+        draws = np.array([sum(mech.release(32.0) for _ in range(3)) / 200.0 for _ in range(6000)])
+    measured = float(draws.std())
+    assert out["mape_noise_sd"] == pytest.approx(measured, rel=0.05)
+    assert abs(draws.mean() - 0.48) < 4 * measured / np.sqrt(len(draws))

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         "federated_released": {
             k: v
             for k, v in res.metrics.items()
-            if k in ("mae", "mape", "mae_log", "coverage80", "n")
+            if k in ("mae", "mape", "mae_log", "coverage80", "n") or k.endswith("_noise_sd")
         },
         "federated_per_agency": owner_per,
         "centralized": {k: central["model"][k] for k in ("mae", "mape", "mae_log", "coverage80")},
@@ -174,8 +174,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if privacy is not None:
         print(
-            f"  released to the data scientist (Laplace-noised): MAPE {rel['mape']:.4f}  "
-            f"MAE log {rel['mae_log']:.4f}  coverage80 {rel['coverage80']:.3f}"
+            f"  released to the data scientist (Laplace-noised, +- noise sd): MAPE "
+            f"{rel['mape']:.4f} +- {rel['mape_noise_sd']:.4f}  MAE log {rel['mae_log']:.4f} "
+            f"+- {rel['mae_log_noise_sd']:.4f}  coverage80 {rel['coverage80']:.3f} "
+            f"+- {rel['coverage80_noise_sd']:.3f}"
         )
     for name, st in privacy_rep.items():
         print(

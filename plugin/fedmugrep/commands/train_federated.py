@@ -134,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if privacy is not None:
         r = res.metrics
-        print(f"  released to the data scientist (noised): MAPE {r['mape']:.4f}")
+        print(
+            f"  released to the data scientist (noised): MAPE {r['mape']:.4f} "
+            f"+- {r['mape_noise_sd']:.4f} (noise sd)"
+        )
     for name, st in spent.items():
         print(f"  {name}: epsilon spent {st['epsilon']:.3f} of cap {st['cap']}")
     print(f"  model for valuations: {model_file}")

@@ -16,9 +16,16 @@ import torch
 from tqdm.auto import tqdm
 
 from fedmugrep.compression import decompress, dense_nbytes
-from fedmugrep.federation.parties import PublicArtefacts, RegionParty, TransactionParty, _gaussian
+from fedmugrep.federation.parties import (
+    EVAL_TERM_CLIP,
+    PublicArtefacts,
+    RegionParty,
+    TransactionParty,
+    _gaussian,
+)
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.models.mugrep import EventModel, pooled_mean
+from fedmugrep.privacy.laplace import LaplaceMechanism
 
 
 @dataclass
@@ -47,6 +54,27 @@ class FederationResult:
     # exact test metrics pooled from the data owners' reports (filled by runtimes that hold
     # the datasites' homes, i.e. when one process plays every role on synthetic data)
     owner_metrics: dict = field(default_factory=dict)
+
+
+def released_ranges(pooled: dict, plan: FederationPlan, parties: int) -> dict:
+    """Post-process noised pooled metrics (free under DP): clamp each ratio to the range its
+    clipped terms allow (MAPE and MAE of log in ``[0, 0.5]``, coverage in ``[0, 1]``) and add
+    the standard deviation the noise gives each ratio (``<metric>_noise_sd``: that of
+    ``parties`` summed snapped-Laplace releases over the noised count; the count's own noise
+    ignored),
+    so that a reader of a small test split knows how far to trust the figure."""
+    rel, log, hit, _count = plan.evaluation_events()
+    n = pooled["n"]
+    out: dict = {"released": f"laplace (terms clipped at {EVAL_TERM_CLIP})"}
+    for name, event, top in (
+        ("mape", rel, EVAL_TERM_CLIP),
+        ("mae_log", log, EVAL_TERM_CLIP),
+        ("coverage80", hit, 1.0),
+    ):
+        out[name] = min(max(pooled[name], 0.0), top)
+        mech = LaplaceMechanism(sensitivity=event.sensitivity, scale=event.scale, bound=1.0)
+        out[f"{name}_noise_sd"] = parties**0.5 * mech.noise_sd / n
+    return out
 
 
 class Coordinator:
@@ -212,7 +240,7 @@ class Coordinator:
             "n": n,
         }
         if self.plan.privacy is not None:
-            pooled["released"] = "laplace (terms clipped at 0.5)"
+            pooled.update(released_ranges(pooled, self.plan, len(per)))
         return pooled, per
 
     def calibrate(self) -> dict:

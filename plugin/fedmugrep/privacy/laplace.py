@@ -316,6 +316,12 @@ class LaplaceMechanism:
         """Spacing of released values: ``Λ · sensitivity`` (``Λ`` a power of two >= b/Δ)."""
         return snap_grid(self.scale / self.sensitivity) * self.sensitivity
 
+    @property
+    def noise_sd(self) -> float:
+        """Standard deviation of ``release(v) - v`` away from the bound: Laplace ``2 b^2`` plus
+        the snapping round-off, ``grid^2 / 12`` (the round-off is ~uniform: ``b >= grid/2``)."""
+        return math.sqrt(2.0 * self.scale**2 + self.grid**2 / 12.0)
+
     def event(self, *, dimension: int = 1, count: int = 1) -> LaplaceEvent:
         """The event to charge for ``count`` releases of ``dimension`` coordinates each."""
         return LaplaceEvent(self.sensitivity, self.scale, count, self.bound, dimension)
