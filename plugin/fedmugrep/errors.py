@@ -58,3 +58,11 @@ class LedgerIntegrityError(FedMugRepError):
 
 class RequestDeniedError(FedMugRepError):
     """A data owner denied a request; the message carries their reason."""
+
+
+class DatasiteUnresponsiveError(FedMugRepError, ConnectionError):
+    """A datasite accepted a call but did not answer within the call timeout (hung, not down).
+
+    Not retried: a hung server stays hung. The run's checkpoint stays valid; once the data
+    owner has restarted the datasite, resume the run.
+    """

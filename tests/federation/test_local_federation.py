@@ -233,6 +233,21 @@ def test_unresponsive_datasite_is_retried_then_dropped_or_stops_the_run(
     stop = FederationPlan(rounds=2, privacy=None, retries=1, retry_backoff=0.01)
     with pytest.raises(ConnectionError):
         run_local(city, stop, tmp_path / "stop", progress=False)
+    monkeypatch.undo()
+    # a hung datasite (call timed out) is not retried: one failure stops the run although a
+    # retry would have succeeded, and with "drop" it is dropped at once
+    from fedmugrep.errors import DatasiteUnresponsiveError
+
+    _inject(monkeypatch, party="agency3", from_round=1, exc=DatasiteUnresponsiveError, times=1)
+    retrying = FederationPlan(rounds=2, privacy=None, retries=2, retry_backoff=0.01)
+    with pytest.raises(DatasiteUnresponsiveError, match="agency3"):
+        run_local(city, retrying, tmp_path / "hung", progress=False)
+    monkeypatch.undo()
+    _inject(monkeypatch, party="agency3", from_round=1, exc=DatasiteUnresponsiveError, times=1)
+    dropping = FederationPlan(
+        rounds=2, privacy=None, retries=2, retry_backoff=0.01, on_unresponsive="drop"
+    )
+    assert run_local(city, dropping, tmp_path / "hung-drop", progress=False).dropped == ["agency3"]
 
 
 def test_private_evaluation_is_noised_for_the_data_scientist_and_exact_for_owners(city, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 pytest.importorskip("syft")
 
 import fedmugrep  # noqa: E402
-from fedmugrep.errors import FedMugRepError  # noqa: E402
+from fedmugrep.errors import DatasiteUnresponsiveError, FedMugRepError  # noqa: E402
+from fedmugrep.federation.syft_parties import _Remote  # noqa: E402
 from fedmugrep.federation.syft_runtime import (  # noqa: E402
     DatasiteConfig,
     DatasiteHandle,
@@ -26,6 +28,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     approve_request,
     call_remote,
     code_status,
+    execution_outputs,
     get_asset,
     launch_datasite,
     list_requests,
@@ -36,7 +39,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     upload_dataset,
 )
 from fedmugrep.federation.syft_server import pid_alive  # noqa: E402
-from fedmugrep.federation.syft_toy import toy_round  # noqa: E402
+from fedmugrep.federation.syft_toy import toy_call, toy_round  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +114,20 @@ def test_http_datasite_survives_restart_with_data_users_and_approved_code(
         args={"round_no": int, "payload": list},
     )
     submit_request(ds, fn)
-    (request,) = list_requests(admin, status="pending", function_name="toy_round")
-    approve_request(request)
+    # the (method, payload) shape of the federation's functions, for the calling proxy below
+    submit_request(
+        ds,
+        make_remote_function(
+            toy_call,
+            client=ds,
+            asset=asset,
+            contract=contract,
+            args={"method": str, "payload": str},
+        ),
+    )
+    for name in ("toy_round", "toy_call"):
+        (request,) = list_requests(admin, status="pending", function_name=name)
+        approve_request(request)
 
     t0 = time.perf_counter()
     before = [call_remote(ds, "toy_round", data=asset, round_no=r, payload=[0.5]) for r in (1, 2)]
@@ -132,3 +147,39 @@ def test_http_datasite_survives_restart_with_data_users_and_approved_code(
     assert after["pid"] == handle.pid
     assert (config.home / "toy_calls.log").read_text().split() == ["1", "2", "3"]
     print(f"\nHTTP startup {handle.startup_seconds:.1f} s, call {per_call:.3f} s")
+
+    # a hung (not dead) server: SIGSTOP. PySyft's client would wait forever; the proxy gives
+    # up after its call timeout, without retrying, and keeps the call's intent
+    journal = config.home.parent / "journal"
+    remote = _Remote(
+        "agency-h",
+        ds,
+        "toy_call",
+        {"data": asset},
+        journal=journal,
+        cacheable=frozenset({"run"}),
+        retries=3,
+        retry_backoff=0.1,
+        call_timeout=3.0,
+    )
+    assert remote("run", {"round": 1})["value"] == 600.0
+    pid = handle.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(DatasiteUnresponsiveError, match="agency-h.*no answer within 3 s"):
+            remote("run", {"round": 2})
+        waited = time.perf_counter() - t0
+        assert 3.0 <= waited < 6.0  # one timeout: no retry (3 retries would take >= 12 s)
+        assert (journal / "intent.json").is_file()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # once the server runs again, the abandoned call completes there; the next attempt finds
+    # its output in the execution history instead of running it a second time
+    deadline = time.monotonic() + 60
+    while len(execution_outputs(ds, "toy_call")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert remote("run", {"round": 2})["value"] == 1200.0
+    assert remote.recovered == 1 and not (journal / "intent.json").exists()
+    log = (config.home / "toy_proxy_calls.log").read_text()
+    assert log.split() == ["1", "2"]  # ran once each

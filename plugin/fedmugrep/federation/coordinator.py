@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedmugrep.compression import decompress, dense_nbytes
+from fedmugrep.errors import DatasiteUnresponsiveError
 from fedmugrep.federation.parties import (
     EVAL_TERM_CLIP,
     PublicArtefacts,
@@ -113,7 +114,8 @@ class Coordinator:
     def _call(self, name: str, method: str, *args: object) -> object:
         """Call a party with retries and exponential backoff (safe: releases are idempotent).
 
-        After ``plan.retries`` failed retries: ``on_unresponsive="drop"`` removes the datasite
+        After ``plan.retries`` failed retries (at once for a hung datasite,
+        :class:`~fedmugrep.errors.DatasiteUnresponsiveError`): ``on_unresponsive="drop"`` removes the datasite
         for the rest of the run and returns ``None``; ``"stop"`` re-raises. Budget errors are
         never retried.
         """
@@ -122,7 +124,8 @@ class Coordinator:
             try:
                 return getattr(self.agencies[name], method)(*args)
             except (ConnectionError, TimeoutError, OSError) as exc:
-                if attempt == self.plan.retries:
+                # a hung datasite (no answer within the call timeout) is not retried
+                if attempt == self.plan.retries or isinstance(exc, DatasiteUnresponsiveError):
                     if self.plan.on_unresponsive == "drop" and len(self.agencies) > 1:
                         tqdm.write(
                             f"datasite {name} stopped answering ({exc}); continuing without it"

@@ -354,6 +354,7 @@ def run_syft(
     pythonpath: Sequence[str | Path] | None = None,
     startup_timeout: float = 120.0,
     resume: bool = False,
+    call_timeout: float | None = 600.0,
 ) -> SyftFederationResult:
     """Federated training on a synthetic-city folder over PySyft datasites (see module doc).
 
@@ -372,6 +373,11 @@ def run_syft(
         pythonpath: HTTP mode: folder(s) the servers import fedmugrep from (first one also
             stamps the contracts' code hash); default: this process's fedmugrep.
         startup_timeout: seconds to wait for each HTTP server.
+        call_timeout: HTTP mode: seconds to wait for a datasite's answer to one training call
+            before giving up on it as hung (:class:`~fedmugrep.errors.DatasiteUnresponsiveError`:
+            not retried; the plan's ``on_unresponsive`` applies; the checkpoint lets the run
+            resume once the owner has restarted the datasite). ``None``: wait forever. Not used
+            in-process (the call runs in this process).
         resume: continue the last run in ``home`` from its checkpoint: the datasites restart
             with their state (no reset, no upload), the data scientist logs in with the same
             account, the requests the owners approved are reused (nothing is submitted), and
@@ -401,6 +407,10 @@ def run_syft(
 
     if mode not in ("inprocess", "http"):
         raise ConfigError(f"mode must be 'inprocess' or 'http' (got {mode!r})")
+    if call_timeout is not None and not call_timeout > 0:
+        raise ConfigError(
+            f"call_timeout must be a positive number of seconds or None (got {call_timeout!r})"
+        )
     city_dir, home = Path(city_dir), Path(home)
     files = sorted(city_dir.glob("transactions_agency*.csv"))
     if not files:
@@ -608,6 +618,7 @@ def run_syft(
                     print(f"--- datasite '{n}': approved ---")
 
         # ---------------------------------------------------------------- training
+        timeout = call_timeout if mode == "http" else None
         agencies = {
             n: SyftTransactionParty(
                 n,
@@ -616,6 +627,7 @@ def run_syft(
                 public=public,
                 plan=plan,
                 journal=ck_dir / "replies" / n,
+                call_timeout=timeout,
             )
             for n in agency_names
         }
@@ -627,6 +639,7 @@ def run_syft(
             journal=ck_dir / "replies" / region_name,
             retries=plan.retries,
             retry_backoff=plan.retry_backoff,
+            call_timeout=timeout,
         )
         t_train = time.perf_counter()
         coordinator = Coordinator(

@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 
 from fedmugrep.compression import ChannelLayout, SparseUpdate, channel_layout
-from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.errors import ConfigError, DatasiteUnresponsiveError, FedMugRepError
 from fedmugrep.federation.parties import (
     PublicArtefacts,
     RegionParty,
@@ -789,8 +789,10 @@ class _Remote:
         retries: int = 0,
         retry_backoff: float = 0.5,
         on_recovered: Any = None,
+        call_timeout: float | None = None,
     ) -> None:
         self.name, self.client, self.function_name = name, client, function_name
+        self.call_timeout = call_timeout
         self.assets = dict(assets)
         self.calls: list[CallStat] = []
         self.replayed = 0  # calls answered from the journal
@@ -829,10 +831,17 @@ class _Remote:
             if mine:  # a recovered reply stays available to the call it belongs to
                 self._written.add(key)
 
+    def _deadline(self, fn: Any, what: str) -> Any:
+        from fedmugrep.federation.syft_runtime import with_deadline
+
+        return with_deadline(fn, self.call_timeout, f"datasite '{self.name}', {what}")
+
     def _executions_now(self) -> int:
         from fedmugrep.federation.syft_runtime import execution_outputs
 
-        return len(execution_outputs(self.client, self.function_name))
+        return self._deadline(
+            lambda: len(execution_outputs(self.client, self.function_name)), "execution history"
+        )
 
     def resolve_pending(self) -> tuple[str, Any] | None:
         """Settle an intent left by a call whose reply was lost: ``(key, value)`` of that call
@@ -849,13 +858,22 @@ class _Remote:
 
         intent = json.loads(intent_file.read_text(encoding="utf-8"))
         try:
-            outputs = execution_outputs(self.client, self.function_name)
+            outputs = self._deadline(
+                lambda: execution_outputs(self.client, self.function_name), "execution history"
+            )
             found = None
             if len(outputs) == int(intent["before"]) + 1:
                 try:
-                    found = fetch_output(self.client, self.function_name, outputs[-1])
+                    found = self._deadline(
+                        lambda: fetch_output(self.client, self.function_name, outputs[-1]),
+                        "lost reply",
+                    )
+                except DatasiteUnresponsiveError:
+                    raise
                 except FedMugRepError:  # the lost call failed on the datasite: run it again
                     found = None
+        except DatasiteUnresponsiveError:
+            raise
         except OSError as exc:
             raise ConnectionError(
                 f"datasite '{self.name}' is unreachable while checking a lost reply ({exc})"
@@ -881,6 +899,8 @@ class _Remote:
         for attempt in range(self.retries + 1):
             try:
                 return self._once(method, payload, tag)
+            except DatasiteUnresponsiveError:
+                raise  # hung, not down: retrying would wait another timeout for nothing
             except ConnectionError:
                 if attempt == self.retries:
                     raise
@@ -917,9 +937,15 @@ class _Remote:
                         "round": round_index,
                     },
                 )
-            value = call_remote(
-                self.client, self.function_name, **self.assets, method=method, payload=text
+            value = self._deadline(
+                lambda: call_remote(
+                    self.client, self.function_name, **self.assets, method=method, payload=text
+                ),
+                f"'{method}'",
             )
+        except DatasiteUnresponsiveError:  # the call may still run there: keep the intent
+            self._executions = None
+            raise
         except OSError as exc:  # requests' ConnectionError & co.; the reply may be lost
             self._executions = None
             raise ConnectionError(
@@ -961,6 +987,8 @@ class SyftTransactionParty:
     ``journal``: a folder of the data scientist's where replies are kept (see :class:`_Remote`):
     a resumed run replays the calls after its checkpoint without spending the call cap.
     ``evaluate``, which the coordinator does not retry, is retried here (``plan.retries``).
+    ``call_timeout``: seconds to wait for an HTTP datasite's answer before raising
+    :class:`~fedmugrep.errors.DatasiteUnresponsiveError` (``None``: wait forever).
     """
 
     def __init__(
@@ -973,6 +1001,7 @@ class SyftTransactionParty:
         plan: FederationPlan,
         function_name: str = "transaction_call",
         journal: str | Path | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._orders = parameter_shapes(public.model_config)
@@ -987,6 +1016,7 @@ class SyftTransactionParty:
             journal=journal,
             cacheable=frozenset(TRANSACTION_METHODS),
             retry_backoff=plan.retry_backoff,
+            call_timeout=call_timeout,
         )
 
     @property
@@ -1095,6 +1125,7 @@ class SyftRegionParty:
     exponential backoff from ``retry_backoff``): forwards are idempotent (journaled, and the
     datasite replays its ``z`` per model-2 state), a backward whose reply was lost is
     recovered from the datasite's execution history (:class:`_Remote`), never applied twice.
+    A hung datasite (no answer within ``call_timeout`` s) is not retried.
     """
 
     def __init__(
@@ -1108,6 +1139,7 @@ class SyftRegionParty:
         journal: str | Path | None = None,
         retries: int = 0,
         retry_backoff: float = 0.5,
+        call_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._remote = _Remote(
@@ -1120,6 +1152,7 @@ class SyftRegionParty:
             retries=retries,
             retry_backoff=retry_backoff,
             on_recovered=self._recovered,
+            call_timeout=call_timeout,
         )
         self._state_file = None if journal is None else Path(journal) / "region_state.json"
         self.applied: int | None = None

@@ -62,18 +62,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import syft as sy
 
 import fedmugrep
 from fedmugrep import errors as _errors
-from fedmugrep.errors import ConfigError, FedMugRepError, RequestDeniedError
+from fedmugrep.errors import (
+    ConfigError,
+    DatasiteUnresponsiveError,
+    FedMugRepError,
+    RequestDeniedError,
+)
 from fedmugrep.federation.syft_config import (
     DatasiteConfig,
     load_datasite_config,
@@ -91,6 +97,8 @@ from fedmugrep.federation.syft_remote import (
 )
 from fedmugrep.federation.syft_server import build_datasite, pid_alive, read_pid_file
 
+T = TypeVar("T")
+
 __all__ = [
     "ALLOWED_ARG_TYPES",
     "DatasiteConfig",
@@ -98,6 +106,7 @@ __all__ = [
     "PrivacyContract",
     "approve_request",
     "call_remote",
+    "with_deadline",
     "code_status",
     "deny_request",
     "describe_request",
@@ -861,6 +870,40 @@ def _describe_constant(value: Any) -> str:
 
 
 # =============================================================================== calling
+def with_deadline(fn: Callable[[], T], timeout: float | None, what: str) -> T:
+    """``fn()``, or :class:`~fedmugrep.errors.DatasiteUnresponsiveError` after ``timeout`` s.
+
+    PySyft 0.9.5's HTTP client posts API calls without a timeout, so a hung (not dead) server
+    blocks its caller forever. ``fn`` runs in a daemon thread; on timeout that thread is
+    abandoned (its reply, if it ever comes, is dropped: the lost-reply journal of
+    :class:`~fedmugrep.federation.syft_parties._Remote` recovers what ran). ``None``: no
+    deadline, ``fn`` runs in this thread. Meant for HTTP datasites; an in-process datasite
+    would keep running the abandoned call inside this process.
+    """
+    if timeout is None:
+        return fn()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True, name=f"fedmugrep {what}").start()
+    if not done.wait(timeout):
+        raise DatasiteUnresponsiveError(
+            f"{what}: no answer within {timeout:g} s (the server is up but hung); ask its data "
+            "owner to restart it (`fedmugrep datasite stop` / `start`), then resume the run"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def call_remote(ds_client: Any, function_name: str, /, **kwargs: Any) -> Any:
     """Run an approved remote function on the private data and return its (noised) value.
 

@@ -9,7 +9,9 @@ shape.
 ``toy_round_impl`` returns ``round_no * sum(price) + sum(payload)`` computed on the private
 transactions, plus facts the tests check: the datasite's home folder, the caller, and the
 process id (the HTTP server's, not the test's). It writes one line per call to
-``home/toy_calls.log`` so tests can count private executions. It adds no noise: it is a test
+``home/toy_calls.log`` so tests can count private executions. ``toy_call`` has the
+``(method, payload)`` shape of the federation's functions, for tests of the calling proxy
+(:class:`~fedmugrep.federation.syft_parties._Remote`); it logs to ``home/toy_proxy_calls.log``. It adds no noise: it is a test
 fixture, never to be approved on real data.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.syft_remote import RemoteContext
 
-__all__ = ["toy_round", "toy_round_impl"]
+__all__ = ["toy_call", "toy_call_impl", "toy_round", "toy_round_impl"]
 
 
 def toy_round(data, contract, round_no, payload):
@@ -55,3 +57,26 @@ def toy_round_impl(
         "pid": os.getpid(),
         "epsilon_per_release": ctx.contract.epsilon_per_release,
     }
+
+
+def toy_call(data, contract, method, payload):
+    from fedmugrep.federation.syft_remote import run_remote
+    from fedmugrep.federation.syft_toy import toy_call_impl
+
+    return run_remote(toy_call_impl, data=data, contract=contract, method=method, payload=payload)
+
+
+def toy_call_impl(ctx: RemoteContext, data: Any, *, method: str, payload: str) -> dict[str, Any]:
+    """``payload`` is JSON ``{"round": r}``; returns ``r * sum(data.price)`` (method ``"run"``).
+
+    Raises:
+        ConfigError: for another method.
+    """
+    import json
+
+    if method != "run":
+        raise ConfigError(f"toy_call knows method 'run' only (got {method!r})")
+    round_no = int(json.loads(payload)["round"])
+    with (ctx.home / "toy_proxy_calls.log").open("a", encoding="utf-8") as fh:
+        fh.write(f"{round_no}\n")
+    return {"value": round_no * float(data["price"].sum()), "pid": os.getpid()}
