@@ -7,7 +7,8 @@
    this process), ``inprocess`` (:func:`~fedmugrep.federation.syft_federation.run_syft`:
    PySyft 0.9.5 datasites in this process, approved requests, one remote call per party call)
    and ``http`` (the same with one uvicorn server process per datasite on 127.0.0.1, importing a
-   snapshot of the package). A round's time is ``RoundRecord.seconds`` (region forward, every
+   snapshot of the package; ``http`` calls the agencies of a round at the same time, as
+   ``run_syft`` does by default over HTTP, ``http-serial`` one after the other). A round's time is ``RoundRecord.seconds`` (region forward, every
    agency's step, aggregation, region backward; evaluations excluded); we report the median over
    the rounds and the ratio to ``local``. Goal (issue #6): in-process round <= 1.5x local.
    The syft runs also report their set-up time (launch, upload, requests, approvals) and the
@@ -38,7 +39,7 @@ CITY = 3_000
 QUICK_CITY = 600
 ROUNDS = 5
 QUICK_ROUNDS = 1
-RUNTIMES = ("local", "inprocess", "http")
+RUNTIMES = ("local", "inprocess", "http", "http-serial")
 QUICK_RUNTIMES = ("local",)  # a PySyft set-up alone takes 10-30 s on the shared machine
 UPLOAD_RATES = (1.0, 0.3, 0.1)
 GOAL_RATIO = 1.5
@@ -66,9 +67,18 @@ def run_runtime(runtime: str, city: Path, plan, home: Path) -> dict:  # noqa: AN
         res = run_local(city, plan, home, progress=False)
     elif runtime == "inprocess":
         res = run_syft(city, plan, home, mode="inprocess", progress=False)
-    else:
+    else:  # "http": the agencies' calls of a round at the same time (the default); "-serial":
+        # one after the other
         snap = _snapshot(home.parent / f"{home.name}-pkg")
-        res = run_syft(city, plan, home, mode="http", progress=False, pythonpath=[snap])
+        res = run_syft(
+            city,
+            plan,
+            home,
+            mode="http",
+            progress=False,
+            pythonpath=[snap],
+            parallel=runtime == "http",
+        )
     total = time.perf_counter() - t0
     secs = [h.seconds for h in res.history]
     out = {
@@ -137,7 +147,8 @@ def plot(runtimes: list[dict], rates: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["runtime"] for r in runtimes]
     med = [r["median_round_seconds"] for r in runtimes]
-    ax1.bar(names, med, color=["tab:green", "tab:blue", "tab:orange"][: len(names)], alpha=0.7)
+    colors = ["tab:green", "tab:blue", "tab:orange", "tab:red"]
+    ax1.bar(names, med, color=colors[: len(names)], alpha=0.7)
     for i, r in enumerate(runtimes):
         ax1.plot([i] * len(r["round_seconds"]), r["round_seconds"], "k.", ms=4)
         label = f"{med[i]:.2f} s\n{r['vs_local']:.1f}x local"

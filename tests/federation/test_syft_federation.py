@@ -333,6 +333,25 @@ def test_nonprivate_syft_run_matches_the_local_run(
 
 
 @pytest.mark.slow
+def test_without_a_region_datasite_the_syft_run_matches_the_local_run(
+    city: Path, tmp_path: Path
+) -> None:
+    plan = FederationPlan(rounds=2, privacy=None, lr=0.01, pretrain_epochs=20)
+    local = run_local(city, plan, tmp_path / "local", progress=False, region_datasite=False)
+    syft = run_syft(city, plan, tmp_path / "syft", progress=False, region_datasite=False)
+    # only the agencies' datasites ran; model 2 lived at the coordinator
+    assert set(syft.homes) == {"agency1", "agency2", "agency3"}
+    assert not (tmp_path / "syft" / "region").exists()
+    assert (tmp_path / "syft" / "coordinator" / "region" / "region_model.pt").is_file()
+    calls_t, _ = planned_calls(plan)
+    assert syft.executions == {a: calls_t for a in syft.homes}
+    for key in ("mae", "mape", "mae_log", "coverage80"):
+        assert syft.metrics[key] == pytest.approx(local.metrics[key], rel=1e-5, abs=1e-9), key
+    for a, b in zip(local.history, syft.history, strict=True):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-5)
+
+
+@pytest.mark.slow
 def test_cap_too_small_is_refused_on_the_datasite_and_raised_to_the_data_scientist(
     city: Path, tmp_path: Path
 ) -> None:

@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--http", action="store_true", help="datasites as HTTP servers in separate processes"
     )
+    p.add_argument(
+        "--no-region-datasite",
+        action="store_true",
+        help="no region datasite: model 2 runs at the coordinator over the public community "
+        "geography (three agency datasites only)",
+    )
     p.add_argument("--json", type=Path, help="also write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress bars or review sheets")
     p.set_defaults(func=run)
@@ -96,10 +102,19 @@ def run(args: argparse.Namespace) -> int:
     )
     plan = FederationPlan(rounds=args.rounds, privacy=privacy, seed=args.seed)
     print(
-        f"[3/3] federated training over PySyft datasites ({mode}), {args.rounds} rounds, "
+        f"[3/3] federated training over PySyft datasites ({mode}"
+        + (", no region datasite" if args.no_region_datasite else "")
+        + f"), {args.rounds} rounds, "
         + ("no privacy" if privacy is None else f"epsilon cap {args.epsilon} per datasite")
     )
-    res = run_syft(city_dir, plan, args.out / "datasites", mode=mode, progress=not args.quiet)
+    res = run_syft(
+        city_dir,
+        plan,
+        args.out / "datasites",
+        mode=mode,
+        progress=not args.quiet,
+        region_datasite=not args.no_region_datasite,
+    )
 
     privacy_rep, eps_curves = {}, {}
     for dataset, home in res.homes.items():

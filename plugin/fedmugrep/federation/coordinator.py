@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def released_ranges(pooled: dict, plan: FederationPlan, parties: int) -> dict:
 
 
 class Coordinator:
-    """Runs federated rounds over transaction parties and a region party."""
+    """Runs federated rounds over transaction parties and a region party.
+
+    ``parallel``: call the agencies of a round at the same time (one thread each); meant for
+    datasites in other processes (HTTP), where a call mostly waits.
+    """
 
     def __init__(
         self,
@@ -89,8 +94,10 @@ class Coordinator:
         region: RegionParty,
         *,
         checkpoint: Path | None = None,
+        parallel: bool = False,
     ) -> None:
         self.plan, self.public, self.agencies, self.region = plan, public, agencies, region
+        self.parallel = parallel
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.dropped: list[str] = []
         torch.manual_seed(plan.seed)
@@ -137,6 +144,17 @@ class Coordinator:
                 time.sleep(delay)
                 delay *= 2
         return None  # pragma: no cover
+
+    def _call_all(self, method: str, *args: object) -> dict[str, object]:
+        """:meth:`_call` on every agency, in agency order; at the same time, one thread per
+        agency, when :attr:`parallel` (remote datasites: the calls wait on other processes).
+        Replies come back in agency order either way, so the aggregation is the same."""
+        names = list(self.agencies)
+        if not self.parallel or len(names) < 2:
+            return {name: self._call(name, method, *args) for name in names}
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="fedmugrep") as pool:
+            futures = {name: pool.submit(self._call, name, method, *args) for name in names}
+            return {name: futures[name].result() for name in names}
 
     def _save(self, r: int, result: FederationResult, best: tuple) -> None:
         if self.checkpoint is None:
@@ -200,8 +218,7 @@ class Coordinator:
         grad = {n: torch.zeros_like(v) for n, v in self.model.named_parameters()}
         z_grad = torch.zeros_like(z)
         bytes_up, loss = {}, 0.0
-        for name in list(self.agencies):
-            reply = self._call(name, "step", r, theta, z, self.previous)
+        for name, reply in self._call_all("step", r, theta, z, self.previous).items():
             if reply is None:
                 continue
             for n, v in decompress(reply.theta, self.layout).items():

@@ -54,7 +54,7 @@ from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
 from fedmugrep.federation.local import public_artefacts
-from fedmugrep.federation.parties import PublicArtefacts
+from fedmugrep.federation.parties import PublicArtefacts, RegionParty
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.syft_contract import PrivacyContract
 from fedmugrep.federation.syft_parties import (
@@ -72,7 +72,7 @@ from fedmugrep.federation.syft_parties import (
 from fedmugrep.federation.syft_remote import strip_mock_marker
 from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.privacy.ledger import Ledger
-from fedmugrep.training.prepare import GraphConfig
+from fedmugrep.training.prepare import GraphConfig, community_graph
 
 __all__ = [
     "DEFAULT_DATA_SCIENTIST",
@@ -355,6 +355,8 @@ def run_syft(
     startup_timeout: float = 120.0,
     resume: bool = False,
     call_timeout: float | None = 600.0,
+    parallel: bool | None = None,
+    region_datasite: bool = True,
 ) -> SyftFederationResult:
     """Federated training on a synthetic-city folder over PySyft datasites (see module doc).
 
@@ -378,6 +380,12 @@ def run_syft(
             not retried; the plan's ``on_unresponsive`` applies; the checkpoint lets the run
             resume once the owner has restarted the datasite). ``None``: wait forever. Not used
             in-process (the call runs in this process).
+        parallel: call the agencies' datasites of a round at the same time (one thread each).
+            Default: in HTTP mode only, where each call waits on another process.
+        region_datasite: ``False``: no region datasite (DESIGN §2). Model 2 then runs at the
+            coordinator (state in ``home/coordinator/region``) over the noised intra-region
+            representations and the public geography of the communities (names, districts,
+            centres) only; nothing is charged for it, and only the agencies' datasites start.
         resume: continue the last run in ``home`` from its checkpoint: the datasites restart
             with their state (no reset, no upload), the data scientist logs in with the same
             account, the requests the owners approved are reused (nothing is submitted), and
@@ -430,7 +438,8 @@ def run_syft(
     agency_names = [f.stem.removeprefix("transactions_") for f in files]
 
     region_name = "region"
-    site_homes = {region_name: home / region_name}
+    site_homes = {region_name: home / region_name} if region_datasite else {}
+    geography = comms[[c for c in PUBLIC_GEOGRAPHY if c in comms.columns]]
     site_homes.update({n: home / f.stem for n, f in zip(agency_names, files, strict=True)})
     ck_dir = home / "coordinator"
     session = _load_session(ck_dir, data_scientist) if resume else None
@@ -486,7 +495,7 @@ def run_syft(
         else:
             for n in site_homes:
                 handles[n] = start(n)
-        if session is None:  # a resumed run finds its datasites as they were
+        if session is None and region_datasite:  # a resumed run finds its datasites as they were
             region_home = site_homes[region_name]
             admin = open_site(region_name)
             comms_mock, mob_mock = region_mocks(comms, mob, mock_city)
@@ -515,6 +524,7 @@ def run_syft(
                 allow_exact_release(
                     region_home, by=f"owner@{region_name}.example", reason="synthetic city; exact z"
                 )
+        if session is None:
             for name, f in zip(agency_names, files, strict=True):
                 site_home = site_homes[name]
                 df = assign_regions(load_transactions(f), comms)
@@ -539,15 +549,29 @@ def run_syft(
         # ---------------------------------------------------------------- data scientist
         clients = {n: h.login(data_scientist, ds_password) for n, h in handles.items()}
         region_assets = (
-            get_asset(clients[region_name], "communities"),
-            get_asset(clients[region_name], "mobility"),
+            (
+                get_asset(clients[region_name], "communities"),
+                get_asset(clients[region_name], "mobility"),
+            )
+            if region_datasite
+            else None
+        )
+        # what model 2 is built and pretrained on: the region datasite's mocks, or the public
+        # geography at the coordinator
+        region_public = (
+            (strip_mock_marker(region_assets[0].mock), strip_mock_marker(region_assets[1].mock))
+            if region_assets is not None
+            else (geography, None)
         )
         tx_assets = {n: get_asset(clients[n], "transactions") for n in agency_names}
         if session is not None:  # the approved requests pin the public constant
-            public = _resume_public(ck_dir, clients, plan, session["run_id"])
+            run_id = session["run_id"]
+            public = _resume_public(ck_dir, clients, plan, run_id)
         else:
             public = public_from_mocks(
-                region_assets[0].mock, [tx_assets[n].mock for n in agency_names], plan
+                region_assets[0].mock if region_assets is not None else geography,
+                [tx_assets[n].mock for n in agency_names],
+                plan,
             )
             if plan.pretrain_epochs:  # public: the mocks only, before any private release
                 from fedmugrep.federation.pretrain import pretrain_on_mocks
@@ -561,8 +585,7 @@ def run_syft(
                         ],
                         ignore_index=True,
                     ),
-                    strip_mock_marker(region_assets[0].mock),
-                    strip_mock_marker(region_assets[1].mock),
+                    *region_public,
                     epochs=plan.pretrain_epochs,
                     seed=plan.seed,
                 )
@@ -572,21 +595,22 @@ def run_syft(
                 ck_dir, public, run_id=run_id, data_scientist=data_scientist, password=ds_password
             )
             calls_t, calls_r = planned_calls(plan)
-            submit_request(
-                clients[region_name],
-                _party_function(
-                    region_call,
+            if region_assets is not None:
+                submit_request(
                     clients[region_name],
-                    {"data": region_assets[0], "mobility": region_assets[1]},
-                    region_contract(
-                        plan,
-                        n_communities=len(public.encoders.vocab.communities),
-                        package_dir=package_dir,
+                    _party_function(
+                        region_call,
+                        clients[region_name],
+                        {"data": region_assets[0], "mobility": region_assets[1]},
+                        region_contract(
+                            plan,
+                            n_communities=len(public.encoders.vocab.communities),
+                            package_dir=package_dir,
+                        ),
+                        constant,
+                        calls_r,
                     ),
-                    constant,
-                    calls_r,
-                ),
-            )
+                )
             t_contract = transaction_contract(
                 plan,
                 package_dir=package_dir,
@@ -619,6 +643,8 @@ def run_syft(
 
         # ---------------------------------------------------------------- training
         timeout = call_timeout if mode == "http" else None
+        if parallel is None:
+            parallel = mode == "http"
         agencies = {
             n: SyftTransactionParty(
                 n,
@@ -631,16 +657,29 @@ def run_syft(
             )
             for n in agency_names
         }
-        region = SyftRegionParty(
-            region_name,
-            client=clients[region_name],
-            communities=region_assets[0],
-            mobility=region_assets[1],
-            journal=ck_dir / "replies" / region_name,
-            retries=plan.retries,
-            retry_backoff=plan.retry_backoff,
-            call_timeout=timeout,
-        )
+        region: SyftRegionParty | RegionParty
+        if region_assets is not None:
+            region = SyftRegionParty(
+                region_name,
+                client=clients[region_name],
+                communities=region_assets[0],
+                mobility=region_assets[1],
+                journal=ck_dir / "replies" / region_name,
+                retries=plan.retries,
+                retry_backoff=plan.retry_backoff,
+                call_timeout=timeout,
+            )
+        else:  # model 2 here, over public inputs only: nothing to noise or charge
+            region = RegionParty(
+                community_graph(public.encoders, public.graph_config, geography, None),
+                public.model_config,
+                plan
+                if plan.privacy is None
+                else replace(plan, privacy=replace(plan.privacy, region_epsilon=None)),
+                ck_dir / "region",
+                init_state=public.init_state["region"] if public.init_state else None,
+                request_id=run_id,
+            )
         t_train = time.perf_counter()
         coordinator = Coordinator(
             plan,
@@ -648,6 +687,7 @@ def run_syft(
             agencies,  # type: ignore[arg-type]
             region,  # type: ignore[arg-type]
             checkpoint=ck_dir / "checkpoint.pt",
+            parallel=parallel,
         )
         base = coordinator.run(progress=progress)
         t_end = time.perf_counter()
@@ -655,7 +695,7 @@ def run_syft(
             n: len(execution_outputs(c, "region_call" if n == region_name else "transaction_call"))
             for n, c in clients.items()
         }
-        calls = [c for party in (*agencies.values(), region) for c in party.calls]
+        calls = [c for party in (*agencies.values(), region) for c in getattr(party, "calls", [])]
         return SyftFederationResult(
             **{f.name: getattr(base, f.name) for f in fields(FederationResult)},
             calls=sorted(calls, key=lambda c: c.party),
@@ -688,6 +728,7 @@ def _clear_coordinator(ck_dir: Path) -> None:
     for name in ("checkpoint.pt", "checkpoint.tmp", SESSION_FILE, PUBLIC_FILE, "run_id"):
         (ck_dir / name).unlink(missing_ok=True)
     shutil.rmtree(ck_dir / "replies", ignore_errors=True)
+    shutil.rmtree(ck_dir / "region", ignore_errors=True)  # model 2 of a region-less run
     ck_dir.mkdir(parents=True, exist_ok=True)
 
 
