@@ -31,7 +31,6 @@ from fedmugrep.federation.valuation import (
     ValuationModel,
     load_properties,
     max_influence,
-    recent_query_edges,
 )
 from fedmugrep.privacy.events import LaplaceEvent
 from fedmugrep.privacy.laplace import InsecureRandomnessWarning, SeededRandomSource
@@ -169,20 +168,7 @@ def test_intervals_contain_the_median_and_regions_are_derived(
     assert same > 0.6
 
 
-def test_recent_query_edges_take_the_k_latest_earlier_sales_of_the_community() -> None:
-    # history: community 0 at days 1..6, community 1 at day 5; queries at day 5 and 10 in c0
-    ht = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 5.0])
-    hg = np.array([0, 0, 0, 0, 0, 0, 1])
-    lat = np.full(7, 48.85)
-    ei, ea = recent_query_edges(
-        lat, np.full(7, 2.35), ht, np.full(2, 48.85), np.full(2, 2.35), np.array([5.0, 10.0]),
-        k=3, max_km=1.0, max_days=5.0, hist_group=hg, q_group=np.array([0, 0]),
-    )  # fmt: skip
-    pairs = sorted(zip(ei[1].tolist(), ei[0].tolist(), strict=True))
-    # query 0 (day 5): rows of days 4, 3, 2 (strictly earlier); query 1 (day 10): the window
-    # holds days 6, 5, 4 and day 4 is beyond max_days
-    assert pairs == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]
-    assert ea[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+def test_max_influence_counts_the_queries_a_history_row_can_reach() -> None:
     assert max_influence(np.array([0, 0, 0, 1]), np.array([0.0, 3.0, 9.0, 1.0]), 5.0) == 2
 
 

@@ -119,6 +119,34 @@ def test_empty_sides():
     assert tuple(ei.shape) == (2, 0) and tuple(ea.shape) == (0, 2)
 
 
+def test_recent_rule_takes_the_k_latest_earlier_sales_of_the_group():
+    # history: community 0 at days 1..6, community 1 at day 5; queries at day 5 and 10 in c0
+    ht = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 5.0])
+    hg = np.array([0, 0, 0, 0, 0, 0, 1])
+    lat = np.full(7, 48.85)
+    ei, ea = build_query_edges(
+        lat, np.full(7, 2.35), ht, np.full(2, 48.85), np.full(2, 2.35), np.array([5.0, 10.0]),
+        k=3, max_km=1.0, max_days=5.0, hist_group=hg, q_group=np.array([0, 0]), rule="recent",
+    )  # fmt: skip
+    pairs = sorted(zip(ei[1].tolist(), ei[0].tolist(), strict=True))
+    # query 0 (day 5): rows of days 4, 3, 2 (strictly earlier); query 1 (day 10): the window
+    # holds days 6, 5, 4 and day 4 is beyond max_days
+    assert pairs == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]
+    assert ea[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # unlike greedy, a history row may feed more than k queries (each query's window is its own)
+    many = build_query_edges(
+        [48.85], [2.35], [0.0], np.full(5, 48.85), np.full(5, 2.35), np.arange(1.0, 6.0),
+        k=1, max_km=1.0, max_days=9.0, rule="recent",
+    )[0]  # fmt: skip
+    assert many[0].tolist() == [0] * 5 and many[1].tolist() == [0, 1, 2, 3, 4]
+    e = np.zeros(0)
+    ei, ea = build_query_edges(e, e, e, [48.0], [2.0], [1.0], k=2, max_km=1.0, max_days=5.0,
+                               rule="recent")  # fmt: skip
+    assert tuple(ei.shape) == (2, 0) and tuple(ea.shape) == (0, 2)
+    with pytest.raises(ConfigError, match="rule must be"):
+        build_query_edges(e, e, e, e, e, e, k=2, max_km=1.0, max_days=5.0, rule="nearest")
+
+
 def test_matches_bruteforce_reference():
     rng = np.random.default_rng(99)
     for _ in range(200):

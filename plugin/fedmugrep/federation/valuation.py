@@ -17,9 +17,9 @@ Two ways to value a property:
 
 Neighbours follow the training graph's rule (:class:`~fedmugrep.training.prepare.GraphConfig`):
 with ``rule="recent"`` (the federation's) a property's neighbours are the ``K`` most recent
-earlier sales of its community (:func:`recent_query_edges`); with ``rule="greedy"`` they come
-from :func:`~fedmugrep.graphs.event.build_query_edges`. Either way a property never sees a sale
-of its own date or later.
+earlier sales of its community, with ``rule="greedy"`` the closest ones with free slots (both
+from :func:`~fedmugrep.graphs.event.build_query_edges`). Either way a property never sees a
+sale of its own date or later.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from fedmugrep.data.schema import LAT_RANGE, LON_RANGE
 from fedmugrep.errors import ConfigError, PrivacyParameterError
 from fedmugrep.federation.parties import PublicArtefacts
 from fedmugrep.graphs.event import build_query_edges
-from fedmugrep.graphs.geo import haversine_km
 from fedmugrep.models.mugrep import EventModel, ModelConfig, Prediction, TransactionGraph
 from fedmugrep.privacy.events import LaplaceEvent
 from fedmugrep.privacy.laplace import LaplaceMechanism, RandomSource
@@ -58,7 +57,6 @@ __all__ = [
     "ValuationModel",
     "load_properties",
     "max_influence",
-    "recent_query_edges",
     "validate_properties",
 ]
 
@@ -266,81 +264,9 @@ def _with_regions(df: pd.DataFrame, enc: Encoders, geography: pd.DataFrame | Non
 
 
 # ============================================================================ neighbours
-def recent_query_edges(
-    hist_lat: np.ndarray,
-    hist_lon: np.ndarray,
-    hist_t: np.ndarray,
-    q_lat: np.ndarray,
-    q_lon: np.ndarray,
-    q_t: np.ndarray,
-    *,
-    k: int,
-    max_km: float,
-    max_days: float,
-    hist_group: np.ndarray | None = None,
-    q_group: np.ndarray | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training graph's ``rule="recent"`` for queries: each query's window is the ``k``
-    history rows of its group immediately before it in ``(t, row)`` order among rows strictly
-    earlier than the query; then rows beyond ``max_days`` or ``max_km`` are dropped (window
-    first, then filter, as :func:`~fedmugrep.graphs._recent.recent_window_links` does; unlike
-    the training graph, sales of the query's own date never take a window slot).
-
-    Each query's neighbours depend only on the history and on that query (never on the other
-    queries), so removing one history row ``r`` changes the neighbours of exactly the queries
-    whose window holds ``r``: of ``r``'s group and dated in ``(t_r, t_r + max_days]`` (a row
-    beyond ``max_days`` of a query is filtered out, and so is every older row it would let in).
-
-    Returns:
-        ``(edge_index, edge_attr)``: row 0 = history index, row 1 = query index;
-        ``(delta_days, distance_km)`` float32; sorted by query, most recent first.
-
-    Shapes:
-        history ``[H]``, queries ``[Q]`` -> edge_index ``[2, E]``, edge_attr ``[E, 2]``, ``E <= Q k``.
-    """
-    if (hist_group is None) != (q_group is None):
-        raise ConfigError("hist_group and q_group must be given together (got only one)")
-    ht, qt = np.asarray(hist_t, np.float64), np.asarray(q_t, np.float64)
-    nh, nq = ht.shape[0], qt.shape[0]
-    if nh == 0 or nq == 0:
-        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 2)
-    hg = np.zeros(nh, np.int64) if hist_group is None else np.asarray(hist_group, np.int64)
-    qg = np.zeros(nq, np.int64) if q_group is None else np.asarray(q_group, np.int64)
-    order = np.lexsort((np.arange(nh), ht, hg))
-    gs, ts = hg[order], ht[order]
-    # one sortable key per (group, time): group-major, time-minor
-    t0 = min(ht.min(), qt.min())
-    span = max(ht.max(), qt.max()) - t0 + 2.0
-    key_h = gs * span + (ts - t0)
-    key_q = qg * span + (qt - t0)
-    first = np.searchsorted(key_h, key_q, side="left")  # rows strictly earlier come before
-    src_l, dst_l = [], []
-    for o in range(1, k + 1):
-        pos = first - o
-        ok = pos >= 0
-        pos_c = np.where(ok, pos, 0)
-        ok &= gs[pos_c] == qg
-        q_idx = np.flatnonzero(ok)
-        src_l.append(order[pos_c[q_idx]])
-        dst_l.append(q_idx)
-    src, dst = np.concatenate(src_l), np.concatenate(dst_l)
-    days = qt[dst] - ht[src]
-    km = haversine_km(
-        np.asarray(hist_lat, np.float64)[src],
-        np.asarray(hist_lon, np.float64)[src],
-        np.asarray(q_lat, np.float64)[dst],
-        np.asarray(q_lon, np.float64)[dst],
-    )
-    keep = (days <= max_days) & (km <= max_km)
-    src, dst, days, km = src[keep], dst[keep], days[keep], km[keep]
-    srt = np.lexsort((-src, days, dst))
-    edge_index = torch.from_numpy(np.stack([src[srt], dst[srt]]).astype(np.int64)).reshape(2, -1)
-    edge_attr = torch.from_numpy(np.stack([days[srt], km[srt]], axis=1).astype(np.float32))
-    return edge_index, edge_attr.reshape(-1, 2)
-
-
 def max_influence(q_group: np.ndarray, q_t: np.ndarray, max_days: float) -> int:
-    """Most queries one history row can be a neighbour of under :func:`recent_query_edges`:
+    """Most queries one history row can be a neighbour of under the ``"recent"`` query rule
+    (:func:`~fedmugrep.graphs.event.build_query_edges`):
     ``max`` over groups ``c`` and query times ``t_i`` of ``#{j in c : t_i <= t_j <= t_i +
     max_days}`` (a closed window, a superset of ``(t_r, t_r + max_days]`` for any ``t_r``).
 
@@ -373,9 +299,7 @@ def _query_edges(
         days_since_epoch(props["date"]),
     )
     window = {"k": gcfg.k, "max_km": gcfg.max_km, "max_days": gcfg.max_days}
-    if rule == "recent":
-        return recent_query_edges(*args, **window, **groups)
-    return build_query_edges(*args, **window, **groups)
+    return build_query_edges(*args, **window, **groups, rule=rule)
 
 
 # ============================================================================ prediction core

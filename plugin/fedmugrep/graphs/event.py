@@ -59,7 +59,7 @@ import torch
 from fedmugrep.errors import ConfigError
 from fedmugrep.graphs import _checks
 from fedmugrep.graphs._greedy import Links, Points, greedy_link
-from fedmugrep.graphs._recent import recent_window_links
+from fedmugrep.graphs._recent import recent_query_links, recent_window_links
 from fedmugrep.graphs.geo import unit_vectors
 
 __all__ = ["EventGraph", "build_event_graph", "build_query_edges"]
@@ -230,24 +230,33 @@ def build_query_edges(
     max_days: float,
     hist_group: np.ndarray | None = None,
     q_group: np.ndarray | None = None,
+    rule: str = "greedy",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges from history transactions to properties being valued (C7).
 
-    Same rule as :func:`build_event_graph` with the history as the only sources and the
-    queries as the only targets: each query gets ``<= k`` history neighbours strictly
-    earlier than its date, and within this batch no history row feeds more than ``k``
-    queries (queries processed in ``(q_t, index)`` order). The out-degree bound is per
+    ``rule="greedy"``: the rule of :func:`build_event_graph` with the history as the only
+    sources and the queries as the only targets: each query gets ``<= k`` history neighbours
+    strictly earlier than its date, and within this batch no history row feeds more than
+    ``k`` queries (queries processed in ``(q_t, index)`` order). The out-degree bound is per
     call: two batches may each use a history row ``k`` times.
+
+    ``rule="recent"``: the training graph's window rule (:func:`._recent.recent_query_links`):
+    the ``k`` history rows of the query's group right before it in ``(t, row)`` order, strictly
+    earlier, then filtered by ``max_days``/``max_km``. A query's neighbours never depend on the
+    other queries, so one history row reaches only the queries of its group dated in
+    ``(t_r, t_r + max_days]`` (what the remote appraisal's sensitivity uses).
 
     Args:
         hist_lat, hist_lon, hist_t: the history (sources), degrees and days.
         q_lat, q_lon, q_t: the queries (targets), degrees and days.
         k: degree bound; max_km, max_days: as in :func:`build_event_graph`.
         hist_group, q_group: optional labels (both or neither); links only within a label.
+        rule: ``"greedy"`` or ``"recent"``.
 
     Returns:
         ``(edge_index, edge_attr)``: row 0 = history index, row 1 = query index;
-        ``(delta_days, distance_km)`` float32. Sorted by query, closest first.
+        ``(delta_days, distance_km)`` float32. Sorted by query, closest first (``"recent"``:
+        most recent first).
 
     Shapes:
         history ``[H]``, queries ``[Q]`` -> edge_index ``[2, E]``, edge_attr ``[E, 2]``.
@@ -277,6 +286,14 @@ def build_query_edges(
             "group", np.concatenate([h_arr.astype(str), q_arr.astype(str)]), nh + nq
         )
         hg, qg = codes[:nh], codes[nh:]
+    if rule == "recent":
+        s, d, attr = recent_query_links(
+            hla, hlo, ht, qla, qlo, qt, hg, qg, k=k, max_km=max_km, max_days=max_days
+        )
+        edge_index = torch.from_numpy(np.stack([s, d]).astype(np.int64)).reshape(2, -1)
+        return edge_index, torch.from_numpy(attr.astype(np.float32)).reshape(-1, 2)
+    if rule != "greedy":
+        raise ConfigError(f"rule must be 'greedy' or 'recent' (got {rule!r})")
     src = Points(unit_vectors(hla, hlo).reshape(nh, 3), ht, hg)
     tgt = Points(unit_vectors(qla, qlo).reshape(nq, 3), qt, qg)
     links = greedy_link(src, tgt, k=k, max_km=max_km, max_days=max_days)
