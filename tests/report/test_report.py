@@ -133,3 +133,25 @@ def test_unreadable_ledger_is_explained(run_dir: Path) -> None:
     assert "epsilon" in res.missing and "unreadable" in res.missing["epsilon"]
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(ledger).execute("SELECT * FROM entries").fetchall()
+
+
+def test_epsilon_plot_shows_the_releases_after_the_last_round() -> None:
+    from fedmugrep.report.inputs import EpsilonCurve
+    from fedmugrep.report.plots import epsilon_spent
+
+    curves = {
+        "agency1": EpsilonCurve((0.0, 1.0, 2.0), (2.0, 5.0, 7.2), True),
+        "region": EpsilonCurve((0.0, 1.0, 2.0), (3.0, 5.0, 8.0), True),
+    }
+    privacy = {"agency1": {"epsilon": 8.0, "cap": 8.0}, "region": {"epsilon": 8.0, "cap": 8.0}}
+    ax = epsilon_spent(curves, privacy).axes[0]
+    ends = {
+        (line.get_marker(), tuple(line.get_xdata()), tuple(line.get_ydata()))
+        for line in ax.get_lines()
+    }
+    # agency1 charged 0.8 after round 2 (calibration, evaluation): drawn up to its total
+    assert ("*", (3.0,), (8.0,)) in ends
+    assert sum(1 for m, _, _ in ends if m == "*") == 1  # the region's last round was its total
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "agency1: spent (8 in all)" in labels
+    assert "after the rounds: calibration and evaluation releases" in labels

@@ -144,14 +144,28 @@ def epsilon_spent(
     caps = {s: privacy.get(s, {}).get("cap") for s in sites}
     cap_values = {float(c) for c in caps.values() if c is not None}
     shared_cap = len(cap_values) == 1 and all(c is not None for c in caps.values())
+    after_label = "after the rounds: calibration and evaluation releases"
     for s in sites:
         c = curves.get(s)
         if c is not None and c.x:
+            final = privacy.get(s, {}).get("epsilon")
+            final = float(final) if final is not None else c.epsilon[-1]
             ax.plot(
                 c.x, c.epsilon, "-o" if len(c.x) <= 60 else "-", color=colors[s],
-                markersize=3.5, linewidth=1.8, label=f"{s}: spent ({c.epsilon[-1]:.3g})",
+                markersize=3.5, linewidth=1.8, label=f"{s}: spent ({final:.3g} in all)",
                 drawstyle="default" if per_round else "steps-post",
             )  # fmt: skip
+            if per_round and final > c.epsilon[-1] + 1e-9:  # the releases after the last round
+                step = c.x[-1] - c.x[-2] if len(c.x) > 1 else 1.0
+                ax.plot(
+                    [c.x[-1], c.x[-1] + step], [c.epsilon[-1], final], ":", color=colors[s],
+                    linewidth=1.5,
+                )  # fmt: skip
+                ax.plot(
+                    [c.x[-1] + step], [final], "*", color=colors[s], markersize=9,
+                    label=after_label,
+                )  # fmt: skip
+                after_label = "_nolegend_"
         cap = caps.get(s)
         if cap is not None and not shared_cap:
             ax.axhline(
