@@ -11,7 +11,9 @@ transactions, plus facts the tests check: the datasite's home folder, the caller
 process id (the HTTP server's, not the test's). It writes one line per call to
 ``home/toy_calls.log`` so tests can count private executions. ``toy_call`` has the
 ``(method, payload)`` shape of the federation's functions, for tests of the calling proxy
-(:class:`~fedmugrep.federation.syft_parties._Remote`); it logs to ``home/toy_proxy_calls.log``. It adds no noise: it is a test
+(:class:`~fedmugrep.federation.syft_parties._Remote`); it logs to ``home/toy_proxy_calls.log``.
+``toy_charge`` releases a Laplace-noised row count charged to the datasite's ledger (for the
+concurrent-budget test through a real datasite). It adds no noise: it is a test
 fixture, never to be approved on real data.
 """
 
@@ -23,7 +25,14 @@ from typing import Any
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.syft_remote import RemoteContext
 
-__all__ = ["toy_call", "toy_call_impl", "toy_round", "toy_round_impl"]
+__all__ = [
+    "toy_call",
+    "toy_call_impl",
+    "toy_charge",
+    "toy_charge_impl",
+    "toy_round",
+    "toy_round_impl",
+]
 
 
 def toy_round(data, contract, round_no, payload):
@@ -80,3 +89,34 @@ def toy_call_impl(ctx: RemoteContext, data: Any, *, method: str, payload: str) -
     with (ctx.home / "toy_proxy_calls.log").open("a", encoding="utf-8") as fh:
         fh.write(f"{round_no}\n")
     return {"value": round_no * float(data["price"].sum()), "pid": os.getpid()}
+
+
+def toy_charge(data, contract, label):
+    from fedmugrep.federation.syft_remote import run_remote
+    from fedmugrep.federation.syft_toy import toy_charge_impl
+
+    return run_remote(toy_charge_impl, data=data, contract=contract, label=label)
+
+
+def toy_charge_impl(ctx: RemoteContext, data: Any, *, label: str) -> dict[str, Any]:
+    """The row count with Laplace noise of the contract's epsilon per release (sensitivity 1),
+    charged first to the datasite's ledger under request id ``label``.
+
+    Raises:
+        BudgetExceededError: when the caller's cap would be exceeded (the refusal is recorded).
+    """
+    from fedmugrep.privacy.laplace import LaplaceMechanism
+    from fedmugrep.privacy.ledger import Ledger
+
+    mech = LaplaceMechanism.for_budget(
+        epsilon=ctx.contract.epsilon_per_release, sensitivity=1.0, bound=1e6
+    )
+    noised = Ledger(ctx.home).charge_then(
+        lambda: float(mech.release(float(len(data)))),
+        data_scientist=str(ctx.caller),
+        request_id=label,
+        dataset=ctx.datasite,
+        mechanism="laplace:toy_count",
+        events=[mech.event()],
+    )
+    return {"label": label, "count": noised}
