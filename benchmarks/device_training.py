@@ -84,19 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
     from dataclasses import replace
 
-    import numpy as np
     import torch
 
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
-    from fedmugrep.models.mugrep import ModelConfig
-    from fedmugrep.training.central import load_inputs
-    from fedmugrep.training.prepare import (
-        GraphConfig,
-        community_graph,
-        fit_encoders,
-        temporal_split,
-        transaction_graph,
-    )
+    from fedmugrep.training.central import central_inputs, load_inputs
+    from fedmugrep.training.prepare import GraphConfig
 
     cfg_city = CityConfig() if not args.quick else replace(CityConfig(), n_transactions=1500)
     epochs = 3 if args.quick else args.epochs
@@ -108,19 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             city / "communities.csv",
             city / "mobility.csv",
         )
-    gcfg = GraphConfig()
-    split = temporal_split(tx["date"])
-    enc = fit_encoders(tx[split.train], comms)
-    g = transaction_graph(tx, enc, gcfg, known=np.ones(len(tx), bool), intra_mask=split.train)
-    comm = community_graph(enc, gcfg, comms, mob, tx[split.train])
-    cfg = ModelConfig(
-        feature_dim=g.x.shape[1],
-        attr_dim=comm.attrs.shape[1],
-        n_districts=len(enc.vocab.districts),
-        k=gcfg.k,
-        max_days=gcfg.max_days,
-        max_km=gcfg.max_km,
-    )
+    inputs = central_inputs(tx, comms, mob, GraphConfig())
+    g, comm, cfg = inputs.graph, inputs.comm, inputs.cfg
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [_time_device(d, g, comm, cfg, epochs) for d in devices]
     data = {

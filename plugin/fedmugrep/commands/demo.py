@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.federation.syft_federation import run_syft
     from fedmugrep.federation.valuation import ValuationModel
+    from fedmugrep.privacy.audit import spending_summary
     from fedmugrep.privacy.ledger import Ledger
     from fedmugrep.report import write_report
     from fedmugrep.training.central import TrainConfig, central_reference
@@ -118,17 +119,11 @@ def run(args: argparse.Namespace) -> int:
 
     privacy_rep, eps_curves = {}, {}
     for dataset, home in res.homes.items():
-        led = Ledger(home)
-        cap = led.cap(res.data_scientist, dataset)
-        if cap is None:  # nothing capped: exact releases the owner allowed (no privacy)
+        summary = spending_summary(home, res.data_scientist, dataset)
+        if summary is None:  # nothing capped: exact releases the owner allowed (no privacy)
             continue
-        privacy_rep[dataset] = {
-            "epsilon": led.spent(res.data_scientist, dataset),
-            "cap": cap[0],
-            "delta": cap[1],
-            "ledger_ok": led.verify().ok,
-        }
-        eps_curves[dataset] = _epsilon_after_each_round(led, dataset, len(res.history))
+        privacy_rep[dataset] = summary
+        eps_curves[dataset] = _epsilon_after_each_round(Ledger(home), dataset, len(res.history))
 
     # the data owners' view: exact metrics and per-row predictions stay in each datasite's home;
     # the demo plays every owner, so it may pool them (the data scientist only got noised sums)

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.federation.local import run_local
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.federation.valuation import ValuationModel
-    from fedmugrep.privacy.ledger import Ledger
+    from fedmugrep.privacy.audit import spending_summary
 
     privacy = (
         None
@@ -106,13 +106,9 @@ def run(args: argparse.Namespace) -> int:
         region = [] if args.no_region_datasite else [args.home / "region"]
         for folder in [*sorted(args.home.glob("transactions_*")), *region]:
             name = folder.name.removeprefix("transactions_")
-            led = Ledger(folder)
-            cap = led.cap("data-scientist", name)
-            spent[name] = {
-                "epsilon": led.spent("data-scientist", name),
-                "cap": cap[0] if cap else None,
-                "ledger_ok": led.verify().ok,
-            }
+            summary = spending_summary(folder, "data-scientist", name)
+            if summary is not None:
+                spent[name] = summary
     model_file = ValuationModel.from_result(
         res, geography=load_communities(args.city / "communities.csv")
     ).save(args.export_model or args.home / "model.pt")

@@ -67,6 +67,22 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def spending_summary(home: str | Path, data_scientist: str, dataset: str) -> dict[str, Any] | None:
+    """What a run reports per datasite: ``epsilon`` spent by ``data_scientist`` on
+    ``dataset``, the owner's ``cap`` and ``delta``, and whether the ledger verifies
+    (``ledger_ok``). ``None`` when the owner set no cap (exact releases allowed: no privacy)."""
+    ledger = Ledger(home)
+    cap = ledger.cap(data_scientist, dataset)
+    if cap is None:
+        return None
+    return {
+        "epsilon": ledger.spent(data_scientist, dataset),
+        "cap": cap[0],
+        "delta": cap[1],
+        "ledger_ok": ledger.verify().ok,
+    }
+
+
 def _budget_dict(b: BudgetStatus) -> dict[str, Any]:
     return {
         "data_scientist": b.data_scientist,

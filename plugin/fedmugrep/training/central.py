@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,45 @@ def load_inputs(
     return tx, comms, mob
 
 
+@dataclass
+class CentralInputs:
+    """What centralized training runs on: the temporal split, the encoders fitted on its
+    training rows, the transaction graph, the community graph and the model configuration."""
+
+    split: Any
+    enc: Any
+    graph: Any
+    comm: Any
+    cfg: ModelConfig
+
+
+def central_inputs(
+    tx: pd.DataFrame,
+    comms: pd.DataFrame | None,
+    mob: pd.DataFrame | None,
+    gcfg: GraphConfig,
+    *,
+    hidden: int | None = None,
+) -> CentralInputs:
+    """The graphs and model configuration of centralized training on pooled ``tx``
+    (``hidden``: the model width; ``None``: :class:`ModelConfig`'s default)."""
+    split = temporal_split(tx["date"])
+    enc = fit_encoders(tx[split.train], comms)
+    known = np.ones(len(tx), dtype=bool)  # a sale's price is known to later targets
+    g = transaction_graph(tx, enc, gcfg, known=known, intra_mask=split.train)
+    comm = community_graph(enc, gcfg, comms, mob, tx[split.train])
+    cfg = ModelConfig(
+        feature_dim=g.x.shape[1],
+        attr_dim=comm.attrs.shape[1],
+        n_districts=len(enc.vocab.districts),
+        k=gcfg.k,
+        max_days=gcfg.max_days,
+        max_km=gcfg.max_km,
+        **({} if hidden is None else {"hidden": hidden}),
+    )
+    return CentralInputs(split, enc, g, comm, cfg)
+
+
 def train_central(
     tx: pd.DataFrame,
     comms: pd.DataFrame | None,
@@ -88,21 +128,9 @@ def train_central(
     t0 = time.perf_counter()
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed)
-    split = temporal_split(tx["date"])
-    enc = fit_encoders(tx[split.train], comms)
-    known = np.ones(len(tx), dtype=bool)  # a sale's price is known to later targets
-    g = transaction_graph(tx, enc, gcfg, known=known, intra_mask=split.train)
-    comm = community_graph(enc, gcfg, comms, mob, tx[split.train])
-    cfg = ModelConfig(
-        feature_dim=g.x.shape[1],
-        attr_dim=comm.attrs.shape[1],
-        n_districts=len(enc.vocab.districts),
-        k=gcfg.k,
-        max_days=gcfg.max_days,
-        max_km=gcfg.max_km,
-        hidden=tcfg.hidden,
-    )
-    model = MugRepModel(cfg)
+    inputs = central_inputs(tx, comms, mob, gcfg, hidden=tcfg.hidden)
+    split, enc, g, comm = inputs.split, inputs.enc, inputs.graph, inputs.comm
+    model = MugRepModel(inputs.cfg)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     train_m = torch.as_tensor(split.train)
     val_m = torch.as_tensor(split.val)
