@@ -1,7 +1,9 @@
 """The coordinator (DESIGN §2): holds no private data and sees only released values.
 
 One round: region forward -> transaction steps on every agency -> aggregate model-1 updates
-(+ optional coordinator noise, C6) -> pool the z gradients -> region backward.
+(+ optional coordinator noise, C6) -> pool the z gradients -> region backward. The backward
+returns the ``z`` of the updated model 2 (the release the next forward would make), so after the
+first round a round costs the region one call.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Coordinator:
         self.previous: dict[str, torch.Tensor] | None = None
         self.pooled_intra: torch.Tensor | None = None
         self.last_z: torch.Tensor | None = None
+        self._z: torch.Tensor | None = None  # z of model 2's current state, when known
         self.n_total = 0.0
         self.layout = next(iter(agencies.values())).layout
 
@@ -191,6 +194,7 @@ class Coordinator:
             self.agencies.pop(name, None)
         self.dropped = list(ck["dropped"])
         self.region.restore(ck["round"])
+        self._z = None
         return ck["round"] + 1, ck["best"]
 
     def setup(self) -> None:
@@ -210,10 +214,18 @@ class Coordinator:
         self.pooled_intra = pooled_mean(sums, counts).clamp(-1.0, 1.0)
         self.n_total = max(n, 1.0)
 
+    def _region_z(self, r: int) -> torch.Tensor:
+        """The released ``z`` of model 2's current state: the one its last update returned, or
+        a forward call (first round, after a resume or a restore)."""
+        if self._z is None:
+            assert self.pooled_intra is not None
+            self._z = self.region.forward(r, self.pooled_intra)
+        return self._z
+
     def round(self, r: int) -> RoundRecord:
         t0 = time.perf_counter()
         assert self.pooled_intra is not None, "call setup() first"
-        z = self.region.forward(r, self.pooled_intra)
+        z = self._region_z(r)
         theta = self.theta()
         grad = {n: torch.zeros_like(v) for n, v in self.model.named_parameters()}
         z_grad = torch.zeros_like(z)
@@ -235,7 +247,9 @@ class Coordinator:
             prm.grad = grad[n].clone()
         self.opt.step()
         self.previous = grad  # public: already noised and aggregated
-        self.region.backward(r, z_grad / self.n_total)
+        # the region's update returns the z of its new state: the next round (or the evaluation)
+        # needs no forward call
+        self._z = self.region.backward(r, z_grad / self.n_total)
         return RoundRecord(
             r,
             time.perf_counter() - t0,
@@ -247,7 +261,7 @@ class Coordinator:
     def evaluate(self, split: str = "test") -> tuple[dict, dict]:
         """Owner-side evaluation on every agency; pooled over agencies."""
         assert self.pooled_intra is not None
-        z = self.region.forward(-1, self.pooled_intra)
+        z = self._region_z(-1)
         self.last_z = z
         per = {name: a.evaluate(self.theta(), z, split) for name, a in self.agencies.items()}
         n = max(sum(m["n"] for m in per.values()), 1.0)
@@ -271,7 +285,7 @@ class Coordinator:
         per-district summary (bias in log-price, sigma scale, noisy count).
         """
         assert self.pooled_intra is not None
-        z = self.region.forward(-1, self.pooled_intra)
+        z = self._region_z(-1)
         with torch.no_grad():
             self.model.log_sigma_offset.zero_()
         theta = self.theta()
@@ -335,6 +349,7 @@ class Coordinator:
         if best[1] is not None:
             self.model.load_state_dict(best[1][0])
             self.region.model.load_state_dict(best[1][1])
+            self._z = None  # model 2 may have moved back
         result.district_summary = self.calibrate()
         result.metrics, result.per_agency = self.evaluate("test")
         result.dropped = list(self.dropped)

@@ -567,7 +567,10 @@ class RegionParty(_ReleasingParty):
         )
         return out
 
-    def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
+    def backward(self, round_index: int, z_grad: torch.Tensor) -> torch.Tensor:
+        """Update model 2 with the pooled ``z`` gradient of ``round_index``; return the ``z`` of
+        the new state (its release, charged here, is the one the next forward would make and
+        would replay)."""
         assert self._intra is not None, "forward must run first"
         self.opt.zero_grad()
         z = self.model(self.comm, self._intra)
@@ -585,6 +588,7 @@ class RegionParty(_ReleasingParty):
         torch.save(state, self.home / f"region_model.r{round_index}.pt")
         stale = self.home / f"region_model.r{round_index - 3}.pt"
         stale.unlink(missing_ok=True)
+        return self.forward(round_index + 1, self._intra)
 
     def restore(self, round_index: int) -> None:
         """Rewind model 2 and its optimiser to the end of ``round_index`` (for a resumed run)."""

@@ -125,14 +125,15 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
     """Calls one run makes to ``(each transaction datasite, the region datasite)``.
 
     Transaction: 1 setup release + 1 step per round + 1 evaluation per validation point + 1
-    calibration release + 1 test evaluation. Region: forward and backward per round, 1 forward
-    per validation point, 1 for the calibration and 1 for the test evaluation, and (when the
-    best round is selected) at most 1 restore of its model. The call caps of the requests are these numbers; they
-    follow :meth:`Coordinator.run`'s schedule (a test checks that they match).
+    calibration release + 1 test evaluation. Region: 1 forward (the first round), 1 backward
+    per round (each returns the ``z`` of the updated model 2, which the next round, the
+    validation points, the calibration and the test evaluation use), and, when the best round
+    is selected, at most 1 restore of its model and 1 forward of the restored state. The call
+    caps of the requests are these numbers; they follow :meth:`Coordinator.run`'s schedule (a
+    test checks that they match).
     """
     n_val = len(plan.validation_rounds)
-    restore = int(plan.selects_best)
-    return 1 + plan.rounds + n_val + 1 + 1, 2 * plan.rounds + n_val + 2 + restore
+    return 1 + plan.rounds + n_val + 1 + 1, 1 + plan.rounds + 2 * int(plan.selects_best)
 
 
 def transaction_contract(

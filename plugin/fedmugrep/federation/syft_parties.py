@@ -675,8 +675,9 @@ def region_call_impl(
     Methods and payloads:
 
     * ``forward``: ``{"round", "pooled"}`` -> ``{"z"}`` (``round`` -1: evaluation);
-    * ``backward``: ``{"round", "z_grad"}`` -> ``{"round"}``; saves ``region_model.pt``
-      (by :class:`RegionParty`) and a snapshot of the model for ``restore``;
+    * ``backward``: ``{"round", "z_grad"}`` -> ``{"round", "z"}``: updates model 2, saves
+      ``region_model.pt`` (by :class:`RegionParty`) and a snapshot for ``restore``, and
+      returns the ``z`` of the new state (the release the next ``forward`` would replay);
     * ``restore``: ``{"round"}`` -> ``{"round"}``: load that round's snapshot (the
       coordinator's best-validation model). Model 2's parameters never leave the datasite.
 
@@ -702,10 +703,10 @@ def region_call_impl(
     if method == "backward":
         if party._intra is None:
             raise ConfigError("backward needs a forward first; call forward for this round")
-        party.backward(round_index, _tensor_arg(args, "z_grad", (n_comm, cfg.z_dim)))
+        z = party.backward(round_index, _tensor_arg(args, "z_grad", (n_comm, cfg.z_dim)))
         torch.save(party.model.state_dict(), state.snapshot_file(round_index))
         state.last_round = round_index
-        return {"round": round_index}
+        return {"round": round_index, "z": _pack_tensor(z)}
     snap = state.snapshot_file(round_index)
     if not snap.is_file():
         raise ConfigError(f"no region model snapshot for round {round_index}; nothing restored")
@@ -1160,6 +1161,7 @@ class SyftRegionParty:
             self.applied = json.loads(self._state_file.read_text(encoding="utf-8"))["applied"]
         self.model = _RegionModelHandle(self)
         self.last_backward_round: int | None = self.applied
+        self._pooled: str | None = None  # packed pooled intra of the last forward
 
     @property
     def calls(self) -> list[CallStat]:
@@ -1189,24 +1191,46 @@ class SyftRegionParty:
             self._set_applied(round_index)
         self.last_backward_round = round_index
 
+    def _forward_payload(self, round_index: int, pooled: str) -> dict[str, Any]:
+        return {"round": int(round_index), "pooled": pooled}
+
     def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
         """See :meth:`RegionParty.forward` (journaled per model-2 state)."""
+        self._pooled = _pack_tensor(pooled_intra)
         out = self._remote(
-            "forward",
-            {"round": int(round_index), "pooled": _pack_tensor(pooled_intra)},
-            tag=self.applied,
+            "forward", self._forward_payload(round_index, self._pooled), tag=self.applied
         )
         return _unpack_tensor(out["z"])
 
-    def backward(self, round_index: int, z_grad: torch.Tensor) -> None:
-        """See :meth:`RegionParty.backward`."""
-        self._remote(
+    def backward(self, round_index: int, z_grad: torch.Tensor) -> torch.Tensor:
+        """See :meth:`RegionParty.backward`: returns the ``z`` of the updated model 2.
+
+        That ``z`` is also journaled as the reply of the forwards that could follow (the next
+        round's and an evaluation's), so a coordinator resumed after this round reads it from
+        the journal instead of spending a call of the cap on a forward.
+        """
+        out = self._remote(
             "backward",
             {"round": int(round_index), "z_grad": _pack_tensor(z_grad)},
             tag=self.applied,
         )
         self._set_applied(round_index)
         self.last_backward_round = int(round_index)
+        self._journal_forwards(round_index, out)
+        return _unpack_tensor(out["z"])
+
+    def _journal_forwards(self, round_index: int, reply: Mapping[str, Any]) -> None:
+        """Journal ``reply["z"]`` as the reply of forward ``round_index + 1`` and of the
+        evaluation forward (round -1) of the state after ``round_index``."""
+        remote = self._remote
+        if remote.journal is None or self._pooled is None or "z" not in reply:
+            return
+        value = {"z": reply["z"]}
+        for r in (int(round_index) + 1, -1):
+            text = json.dumps(self._forward_payload(r, self._pooled), separators=(",", ":"))
+            key = remote._key("forward", text, self.applied)
+            # not "mine": a forward of this state in this process reads it too (no call)
+            remote._journal_put(key, "forward", value, mine=False)
 
     def __repr__(self) -> str:
         return f"SyftRegionParty({self.name!r}, calls={len(self.calls)})"
