@@ -415,5 +415,11 @@ def test_parties_keep_serving_and_the_ledger_stays_exact(fx: Fixture) -> None:
 
     z = unpack_array(fx.region.ok("forward", round=1, pooled=fx.pooled())["z"])
     assert z.shape == fx.z_shape and np.isfinite(z).all()
-    assert fx.region.ok("backward", round=1, z_grad=fx.z()) == {"round": 1}
+    # the backward returns the z of the updated model 2 (what the next forward would release)
+    back = fx.region.ok("backward", round=1, z_grad=fx.z())
+    assert set(back) == {"round", "z"} and back["round"] == 1
+    z_next = unpack_array(back["z"])
+    assert z_next.shape == fx.z_shape and np.isfinite(z_next).all()
+    replay = unpack_array(fx.region.ok("forward", round=2, pooled=fx.pooled())["z"])
+    assert np.array_equal(replay, z_next)  # same model-2 state: the same release, replayed
     assert fx.region.ok("restore", round=1) == {"round": 1}
