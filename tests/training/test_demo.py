@@ -54,3 +54,21 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "epsilon" in text and "x centralized" in text
+
+    # run again into the same folder, without a region datasite: the previous run's datasites
+    # (whose ledgers hold the budget it spent) are replaced, not charged again
+    capsys.readouterr()
+    rc = main(
+        [
+            "demo", "--out", str(out), "--transactions", "1500", "--rounds", "2",
+            "--epsilon", "4", "--quiet", "--no-region-datasite",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert "replacing the previous demo run" in capsys.readouterr().out
+    again = json.loads((out / "report.json").read_text())
+    assert set(again["privacy"]) == {"agency1", "agency2", "agency3"}  # no region datasite
+    assert not (out / "datasites" / "region").exists()
+    for p in again["privacy"].values():
+        assert 0 < p["epsilon"] <= p["cap"] == 4.0 and p["ledger_ok"]
+    assert again["federated"]["mae_log"] < 0.5

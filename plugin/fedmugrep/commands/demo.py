@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.training.central import TrainConfig, central_reference
 
     t0 = time.perf_counter()
+    # a demo plays every data owner on a fresh synthetic city: a previous demo's datasites
+    # (their ledgers hold the budget that run spent) and generated files are replaced
+    previous = [args.out / d for d in ("datasites", "city", "report") if (args.out / d).exists()]
+    if previous:
+        print(
+            f"replacing the previous demo run in {args.out} (new city, new datasites; their "
+            "ledgers start empty)"
+        )
+        for folder in previous:
+            shutil.rmtree(folder)
     cfg = replace(CityConfig(), seed=args.seed)
     if args.transactions:
         cfg = replace(cfg, n_transactions=args.transactions)
