@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import torch
 
 pytest.importorskip("syft")
 
-import fedmugrep  # noqa: E402
 from fedmugrep.cli import main  # noqa: E402
 from fedmugrep.data.loading import (  # noqa: E402
     assign_regions,
@@ -58,6 +56,7 @@ from fedmugrep.federation.syft_remote import RemoteContext, pack_array, unpack_a
 from fedmugrep.models.mugrep import EventModel, ModelConfig  # noqa: E402
 from fedmugrep.privacy.analysis.composition import compose_events  # noqa: E402
 from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from tests.conftest import package_snapshot  # noqa: E402
 
 MOCK_CITY = make_city(CityConfig(seed=1000))
 
@@ -371,11 +370,7 @@ def test_cap_too_small_is_refused_on_the_datasite_and_raised_to_the_data_scienti
 @pytest.mark.slow
 def test_http_datasites_one_private_round(city: Path, tmp_path: Path) -> None:
     snapshot = tmp_path / "pkg"
-    shutil.copytree(
-        Path(fedmugrep.__file__).resolve().parent,
-        snapshot / "fedmugrep",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    package_snapshot(snapshot)
     plan = FederationPlan(rounds=1, privacy=PrivacyPlan(epsilon=4.0), lr=0.01)
     res = run_syft(city, plan, tmp_path / "h", mode="http", progress=False, pythonpath=[snapshot])
     assert all(math.isfinite(res.metrics[k]) for k in ("mape", "mae_log", "coverage80", "n"))

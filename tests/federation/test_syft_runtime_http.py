@@ -7,7 +7,6 @@ during the test cannot change the code hash the approved privacy contract is bou
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ import pytest
 
 pytest.importorskip("syft")
 
-import fedmugrep  # noqa: E402
 from fedmugrep.errors import DatasiteUnresponsiveError, FedMugRepError  # noqa: E402
 from fedmugrep.federation.syft_parties import _Remote  # noqa: E402
 from fedmugrep.federation.syft_runtime import (  # noqa: E402
@@ -40,6 +38,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
 )
 from fedmugrep.federation.syft_server import pid_alive  # noqa: E402
 from fedmugrep.federation.syft_toy import toy_call, toy_round  # noqa: E402
+from tests.conftest import package_snapshot  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +49,7 @@ DS_EMAIL, DS_PASSWORD = "dana@uni.example", "dana-secret-12"
 def snapshot(tmp_path: Path) -> Path:
     """A frozen copy of the fedmugrep package for the server to import."""
     root = tmp_path / "pkg"
-    shutil.copytree(
-        Path(fedmugrep.__file__).resolve().parent,
-        root / "fedmugrep",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    package_snapshot(root)
     return root
 
 

@@ -12,7 +12,6 @@ lost update, more an overspend.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,6 @@ import pytest
 
 pytest.importorskip("syft")
 
-import fedmugrep  # noqa: E402
 from fedmugrep.errors import BudgetExceededError  # noqa: E402
 from fedmugrep.federation.syft_runtime import (  # noqa: E402
     DatasiteConfig,
@@ -42,6 +40,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
 from fedmugrep.federation.syft_toy import toy_charge  # noqa: E402
 from fedmugrep.privacy.laplace import LaplaceMechanism  # noqa: E402
 from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from tests.conftest import package_snapshot  # noqa: E402
 from tests.reliability.test_concurrent_budget import DELTA, fitting  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -54,11 +53,7 @@ PASSWORD = "a-long-enough-secret-1"
 
 def test_fifty_concurrent_requests_through_a_datasite_never_overspend(tmp_path: Path) -> None:
     snap = tmp_path / "pkg"
-    shutil.copytree(
-        Path(fedmugrep.__file__).resolve().parent,
-        snap / "fedmugrep",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    package_snapshot(snap)
     config = DatasiteConfig(
         name="agency-c",
         home=tmp_path / "agency-c",

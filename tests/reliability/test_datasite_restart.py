@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +30,6 @@ import torch
 
 pytest.importorskip("syft")
 
-import fedmugrep  # noqa: E402
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city  # noqa: E402
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # noqa: E402
 from fedmugrep.federation.syft_config import load_datasite_config  # noqa: E402
@@ -39,6 +37,7 @@ from fedmugrep.federation.syft_federation import planned_calls  # noqa: E402
 from fedmugrep.federation.syft_runtime import launch_datasite  # noqa: E402
 from fedmugrep.federation.syft_server import pid_alive, read_pid_file  # noqa: E402
 from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from tests.conftest import package_snapshot  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,11 +88,7 @@ with open(a["out"], "w") as fh:
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A frozen copy of fedmugrep for the servers (and the crashed coordinator) to import."""
     root = tmp_path_factory.mktemp("pkg")
-    shutil.copytree(
-        Path(fedmugrep.__file__).resolve().parent,
-        root / "fedmugrep",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    package_snapshot(root)
     return root
 
 
