@@ -151,6 +151,7 @@ def test_epsilon_plot_shows_the_releases_after_the_last_round() -> None:
     }
     # agency1 charged 0.8 after round 2 (calibration, evaluation): drawn up to its total
     assert ("*", (3.0,), (8.0,)) in ends
+    assert ax.get_xlim()[1] > 3.0  # the star is inside the axes
     assert sum(1 for m, _, _ in ends if m == "*") == 1  # the region's last round was its total
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "agency1: spent (8 in all)" in labels

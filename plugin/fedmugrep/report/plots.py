@@ -145,6 +145,7 @@ def epsilon_spent(
     cap_values = {float(c) for c in caps.values() if c is not None}
     shared_cap = len(cap_values) == 1 and all(c is not None for c in caps.values())
     after_label = "after the rounds: calibration and evaluation releases"
+    after_x: list[float] = []
     for s in sites:
         c = curves.get(s)
         if c is not None and c.x:
@@ -165,6 +166,7 @@ def epsilon_spent(
                     [c.x[-1] + step], [final], "*", color=colors[s], markersize=9,
                     label=after_label,
                 )  # fmt: skip
+                after_x.append(c.x[-1] + step)
                 after_label = "_nolegend_"
         cap = caps.get(s)
         if cap is not None and not shared_cap:
@@ -188,7 +190,7 @@ def epsilon_spent(
         + [1e-3]
     )
     ax.set_ylim(0, top * 1.12)
-    _integer_rounds(ax, [x for c in curves.values() for x in c.x])
+    _integer_rounds(ax, [x for c in curves.values() for x in c.x] + after_x)
     ax.legend(fontsize=9, loc="lower right", framealpha=0.9)
     return fig
 
