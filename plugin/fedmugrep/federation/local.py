@@ -31,6 +31,36 @@ from fedmugrep.training.prepare import (
     temporal_split,
 )
 
+#: The geography columns of the communities table that are public (names, districts, centres).
+PUBLIC_GEOGRAPHY = ("community", "district", "lat", "lon")
+
+
+def public_geography(communities: pd.DataFrame) -> pd.DataFrame:
+    """The public columns of a communities table (:data:`PUBLIC_GEOGRAPHY` that it has)."""
+    return communities[[c for c in PUBLIC_GEOGRAPHY if c in communities.columns]]
+
+
+def coordinator_region(
+    public: PublicArtefacts,
+    geography: pd.DataFrame,
+    plan: FederationPlan,
+    folder: Path,
+    run_id: str,
+) -> RegionParty:
+    """Model 2 at the coordinator, for a federation without a region datasite: built on the
+    public geography only (no attributes, no flows), so it releases nothing to noise or charge
+    (``region_epsilon`` off); its state lives in ``folder``."""
+    if plan.privacy is not None:
+        plan = replace(plan, privacy=replace(plan.privacy, region_epsilon=None))
+    return RegionParty(
+        community_graph(public.encoders, public.graph_config, geography, None),
+        public.model_config,
+        plan,
+        folder,
+        init_state=public.init_state["region"] if public.init_state else None,
+        request_id=run_id,
+    )
+
 
 def public_artefacts(
     communities: pd.DataFrame, mock: pd.DataFrame, plan: FederationPlan, gcfg: GraphConfig
@@ -108,20 +138,14 @@ def run_local(
     mob = load_mobility(city_dir / "mobility.csv", comms)
     mock_city = make_city(CityConfig(seed=mock_seed))
     # the same public artefacts as the PySyft runtime builds from the datasites' mocks
-    from fedmugrep.federation.syft_federation import (
-        PUBLIC_GEOGRAPHY,
-        public_from_mocks,
-        region_mocks,
-    )
+    from fedmugrep.federation.syft_federation import public_from_mocks, region_mocks
 
     if region_datasite:
         mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
     else:  # the coordinator's model 2 sees the public geography only (no attributes, no flows)
-        comms = comms[[c for c in PUBLIC_GEOGRAPHY if c in comms.columns]]
+        comms = mock_comms = public_geography(comms)
         mob = mock_mob = None
-        mock_comms = comms
     public = public_from_mocks(mock_comms, [mock_city.transactions], plan)
-    cg = community_graph(public.encoders, public.graph_config, comms, mob)  # on the region party
     if plan.pretrain_epochs:
         from fedmugrep.federation.pretrain import pretrain_on_mocks
 
@@ -142,24 +166,24 @@ def run_local(
             cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
             party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
         agencies[name] = party
-    region_plan = plan
-    if not region_datasite and plan.privacy is not None:  # public inputs only: nothing to noise
-        region_plan = replace(plan, privacy=replace(plan.privacy, region_epsilon=None))
-    region = RegionParty(
-        cg,
-        public.model_config,
-        region_plan,
-        home / "region" if region_datasite else home / "coordinator" / "region",
-        init_state=public.init_state["region"] if public.init_state else None,
-        request_id=run_id,
-    )
-    if region_plan.privacy is not None and region_plan.privacy.region_epsilon is not None:
-        region.ledger.set_cap(
-            region.data_scientist,
-            region.name,
-            epsilon=plan.privacy.region_epsilon,
-            delta=plan.privacy.delta,
+    if not region_datasite:
+        region = coordinator_region(public, comms, plan, home / "coordinator" / "region", run_id)
+    else:
+        region = RegionParty(
+            community_graph(public.encoders, public.graph_config, comms, mob),
+            public.model_config,
+            plan,
+            home / "region",
+            init_state=public.init_state["region"] if public.init_state else None,
+            request_id=run_id,
         )
+        if plan.privacy is not None and plan.privacy.region_epsilon is not None:
+            region.ledger.set_cap(
+                region.data_scientist,
+                region.name,
+                epsilon=plan.privacy.region_epsilon,
+                delta=plan.privacy.delta,
+            )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
     result = coordinator.run(progress=progress)
     from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics

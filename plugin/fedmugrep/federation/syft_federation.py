@@ -53,7 +53,12 @@ from fedmugrep.data.loading import (
 from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
-from fedmugrep.federation.local import public_artefacts
+from fedmugrep.federation.local import (
+    PUBLIC_GEOGRAPHY,
+    coordinator_region,
+    public_artefacts,
+    public_geography,
+)
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.syft_contract import PrivacyContract
@@ -72,7 +77,7 @@ from fedmugrep.federation.syft_parties import (
 from fedmugrep.federation.syft_remote import strip_mock_marker
 from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.privacy.ledger import Ledger
-from fedmugrep.training.prepare import GraphConfig, community_graph
+from fedmugrep.training.prepare import GraphConfig
 
 __all__ = [
     "DEFAULT_DATA_SCIENTIST",
@@ -89,9 +94,6 @@ Mode = Literal["inprocess", "http"]
 
 #: The data scientist account :func:`run_syft` creates on every datasite (the ledger identity).
 DEFAULT_DATA_SCIENTIST = "data-scientist@fedmugrep.example"
-
-#: The geography columns of the communities table that are public (names, districts, centres).
-PUBLIC_GEOGRAPHY = ("community", "district", "lat", "lon")
 
 #: Stated epsilon of a release without noise (a contract needs a finite positive number).
 UNBOUNDED_EPSILON = sys.float_info.max
@@ -440,7 +442,7 @@ def run_syft(
 
     region_name = "region"
     site_homes = {region_name: home / region_name} if region_datasite else {}
-    geography = comms[[c for c in PUBLIC_GEOGRAPHY if c in comms.columns]]
+    geography = public_geography(comms)
     site_homes.update({n: home / f.stem for n, f in zip(agency_names, files, strict=True)})
     ck_dir = home / "coordinator"
     session = _load_session(ck_dir, data_scientist) if resume else None
@@ -570,9 +572,7 @@ def run_syft(
             public = _resume_public(ck_dir, clients, plan, run_id)
         else:
             public = public_from_mocks(
-                region_assets[0].mock if region_assets is not None else geography,
-                [tx_assets[n].mock for n in agency_names],
-                plan,
+                region_public[0], [tx_assets[n].mock for n in agency_names], plan
             )
             if plan.pretrain_epochs:  # public: the mocks only, before any private release
                 from fedmugrep.federation.pretrain import pretrain_on_mocks
@@ -671,16 +671,7 @@ def run_syft(
                 call_timeout=timeout,
             )
         else:  # model 2 here, over public inputs only: nothing to noise or charge
-            region = RegionParty(
-                community_graph(public.encoders, public.graph_config, geography, None),
-                public.model_config,
-                plan
-                if plan.privacy is None
-                else replace(plan, privacy=replace(plan.privacy, region_epsilon=None)),
-                ck_dir / "region",
-                init_state=public.init_state["region"] if public.init_state else None,
-                request_id=run_id,
-            )
+            region = coordinator_region(public, geography, plan, ck_dir / "region", run_id)
         t_train = time.perf_counter()
         coordinator = Coordinator(
             plan,
