@@ -808,6 +808,20 @@ class _Remote:
         self._written: set[str] = set()  # journaled by this process: calls it meant to make
 
     # ------------------------------------------------------------------ journal
+    def _text_and_key(self, method: str, payload: Mapping[str, Any], tag: Any) -> tuple[str, str]:
+        """The payload as sent (compact JSON) and the call's journal key."""
+        text = json.dumps(payload, separators=(",", ":"))
+        return text, self._key(method, text, tag)
+
+    def prime(self, method: str, payload: Mapping[str, Any], value: Any, *, tag: Any) -> None:
+        """Journal ``value`` as the reply of a call not made yet: a later call of ``method``
+        with exactly ``payload`` and ``tag`` (in this process or a resumed one) reads it
+        instead of running. Only for a cacheable method whose datasite would answer the same.
+        """
+        if self.journal is not None and method in self.cacheable:
+            _, key = self._text_and_key(method, payload, tag)
+            self._journal_put(key, method, value, mine=False)
+
     def _key(self, method: str, text: str, tag: Any) -> str:
         raw = json.dumps([self.function_name, method, text, tag], separators=(",", ":"))
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
@@ -912,8 +926,7 @@ class _Remote:
     def _once(self, method: str, payload: Mapping[str, Any], tag: Any) -> Any:
         from fedmugrep.federation.syft_runtime import call_remote
 
-        text = json.dumps(payload, separators=(",", ":"))
-        key = self._key(method, text, tag)
+        text, key = self._text_and_key(method, payload, tag)
         if method in self.cacheable and key not in self._written:
             cached = self._journal_get(key)
             if cached is not None:
@@ -1222,15 +1235,15 @@ class SyftRegionParty:
     def _journal_forwards(self, round_index: int, reply: Mapping[str, Any]) -> None:
         """Journal ``reply["z"]`` as the reply of forward ``round_index + 1`` and of the
         evaluation forward (round -1) of the state after ``round_index``."""
-        remote = self._remote
-        if remote.journal is None or self._pooled is None or "z" not in reply:
+        if self._pooled is None or "z" not in reply:
             return
-        value = {"z": reply["z"]}
         for r in (int(round_index) + 1, -1):
-            text = json.dumps(self._forward_payload(r, self._pooled), separators=(",", ":"))
-            key = remote._key("forward", text, self.applied)
-            # not "mine": a forward of this state in this process reads it too (no call)
-            remote._journal_put(key, "forward", value, mine=False)
+            self._remote.prime(
+                "forward",
+                self._forward_payload(r, self._pooled),
+                {"z": reply["z"]},
+                tag=self.applied,
+            )
 
     def __repr__(self) -> str:
         return f"SyftRegionParty({self.name!r}, calls={len(self.calls)})"
