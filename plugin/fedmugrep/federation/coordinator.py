@@ -29,7 +29,7 @@ from fedmugrep.federation.parties import (
 )
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.models.mugrep import EventModel, pooled_mean
-from fedmugrep.privacy.laplace import LaplaceMechanism
+from fedmugrep.privacy.laplace import snapped_noise_sd
 
 
 @dataclass
@@ -76,8 +76,8 @@ def released_ranges(pooled: dict, plan: FederationPlan, parties: int) -> dict:
         ("coverage80", hit, 1.0),
     ):
         out[name] = min(max(pooled[name], 0.0), top)
-        mech = LaplaceMechanism(sensitivity=event.sensitivity, scale=event.scale, bound=1.0)
-        out[f"{name}_noise_sd"] = parties**0.5 * mech.noise_sd / n
+        sd = snapped_noise_sd(event.sensitivity, event.scale)
+        out[f"{name}_noise_sd"] = parties**0.5 * sd / n
     return out
 
 

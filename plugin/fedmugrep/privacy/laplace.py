@@ -51,6 +51,7 @@ __all__ = [
     "sample_signs",
     "sample_u_star",
     "snap_grid",
+    "snapped_noise_sd",
     "snapping_mechanism",
 ]
 
@@ -175,6 +176,14 @@ def snap_grid(lam: float) -> float:
     """Smallest power of two ``>= lam`` (the snapping grid ``Λ`` in sensitivity units)."""
     mant, exp = math.frexp(lam)  # lam = mant * 2**exp, mant in [0.5, 1)
     return lam if mant == 0.5 else math.ldexp(1.0, exp)
+
+
+def snapped_noise_sd(sensitivity: float, scale: float) -> float:
+    """Standard deviation of the snapping mechanism's noise away from the bound: Laplace
+    ``2 b^2`` plus the round-off to the grid ``Λ Δ``, ``(Λ Δ)^2 / 12`` (~uniform: ``b >= Λ Δ /
+    2``)."""
+    grid = snap_grid(scale / sensitivity) * sensitivity
+    return math.sqrt(2.0 * scale**2 + grid**2 / 12.0)
 
 
 def snapping_mechanism(
@@ -315,12 +324,6 @@ class LaplaceMechanism:
     def grid(self) -> float:
         """Spacing of released values: ``Λ · sensitivity`` (``Λ`` a power of two >= b/Δ)."""
         return snap_grid(self.scale / self.sensitivity) * self.sensitivity
-
-    @property
-    def noise_sd(self) -> float:
-        """Standard deviation of ``release(v) - v`` away from the bound: Laplace ``2 b^2`` plus
-        the snapping round-off, ``grid^2 / 12`` (the round-off is ~uniform: ``b >= grid/2``)."""
-        return math.sqrt(2.0 * self.scale**2 + self.grid**2 / 12.0)
 
     def event(self, *, dimension: int = 1, count: int = 1) -> LaplaceEvent:
         """The event to charge for ``count`` releases of ``dimension`` coordinates each."""
