@@ -34,6 +34,13 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
         assert 0 < p["epsilon"] <= p["cap"] == 4.0 and p["ledger_ok"]
     assert len(rep["bytes_per_round"]) == 2
     assert [sorted(h["epsilon"]) for h in rep["history"]] == [sorted(rep["privacy"])] * 2
+    # epsilon at the end of the last round: the region has made all its releases by then (its
+    # last update returned the final z); the agencies still release calibration and evaluation
+    last = rep["history"][-1]["epsilon"]
+    assert last["region"] == rep["privacy"]["region"]["epsilon"]
+    for agency in ("agency1", "agency2", "agency3"):
+        assert rep["history"][0]["epsilon"][agency] < last[agency]
+        assert last[agency] < rep["privacy"][agency]["epsilon"]
     assert "bayes_floor" in rep
     # the data scientist's view is noised; the owners' exact view is what report.json pools
     assert rep["federated_released"]["mape"] != rep["federated"]["mape"]

@@ -16,7 +16,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 EPILOG = """example:
   fedmugrep demo                          # in-process datasites, writes runs/demo/report.json
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.data.loading import load_communities
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
     from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan, epsilon_after_each_round
     from fedmugrep.federation.syft_federation import run_syft
     from fedmugrep.federation.valuation import ValuationModel
     from fedmugrep.privacy.audit import spending_summary
@@ -134,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         if summary is None:  # nothing capped: exact releases the owner allowed (no privacy)
             continue
         privacy_rep[dataset] = summary
-        eps_curves[dataset] = _epsilon_after_each_round(Ledger(home), dataset, len(res.history))
+        eps_curves[dataset] = epsilon_after_each_round(
+            Ledger(home).entries(), dataset, len(res.history)
+        )
 
     # the data owners' view: exact metrics and per-row predictions stay in each datasite's home;
     # the demo plays every owner, so it may pool them (the data scientist only got noised sums)
@@ -220,11 +221,3 @@ def run(args: argparse.Namespace) -> int:
         f"report written to {args.out / 'report.json'} and {page.html} ({out['demo_seconds']:.0f} s)"
     )
     return 0
-
-
-def _epsilon_after_each_round(led: Any, dataset: str, rounds: int) -> list[float]:
-    """The dataset's total epsilon after each round's release (from the ledger's running
-    totals): one charged entry per round, after the one-off setup release(s)."""
-    charged = [e for e in led.entries() if e.status == "charged" and e.dataset == dataset]
-    per_round = [e for e in charged if e.mechanism in ("gaussian:theta+z_grad", "laplace:region_z")]
-    return [float(e.total_epsilon) for e in per_round[:rounds]]

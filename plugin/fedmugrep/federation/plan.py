@@ -6,6 +6,7 @@ noise parameters are derived from the privacy targets by the accountant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -299,3 +300,26 @@ class FederationPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The per-round releases in a party's ledger, and how many of them precede the end of round 0:
+#: an agency's update is released during its round (the first one closes round 0); the region
+#: releases the ``z`` of the initial state before round 0 and, with each round's update, the
+#: ``z`` of the next state (so the second one closes round 0).
+ROUND_RELEASES = {"gaussian:theta+z_grad": 1, "laplace:theta+z_grad": 1, "laplace:region_z": 2}
+
+
+def epsilon_after_each_round(entries: Sequence[Any], dataset: str, rounds: int) -> list[float]:
+    """A dataset's total epsilon at the end of each round, from its ledger ``entries`` (the
+    running totals of the per-round releases, :data:`ROUND_RELEASES`); shorter when the run
+    stopped early. The one-off releases before round 0 are included in the totals; those after
+    the last round (calibration, evaluation) are not."""
+    per_round = [
+        e
+        for e in entries
+        if e.status == "charged" and e.dataset == dataset and e.mechanism in ROUND_RELEASES
+    ]
+    if not per_round:
+        return []
+    first = ROUND_RELEASES[per_round[0].mechanism] - 1
+    return [float(e.total_epsilon) for e in per_round[first : first + rounds]]
