@@ -10,10 +10,30 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fedmugrep.checks import check_bool, check_choice, check_float, check_int
 from fedmugrep.errors import ConfigError, PrivacyParameterError
 from fedmugrep.privacy.calibration import laplace_scale_for_epsilon, noise_multiplier_for_epsilon
 from fedmugrep.privacy.events import GaussianEvent, LaplaceEvent, PrivacyEvent
 from fedmugrep.training.per_target import sum_sensitivity
+
+#: Upper end of every epsilon and clip a plan may carry (far above any useful value).
+MAX_EPSILON_OR_CLIP = 1e6
+
+#: Ranges of the plan's integer fields (inclusive). ``k``, ``intra_dim``, ``intra_max_degree``
+#: and ``region_hidden`` set sensitivities; a datasite also checks them against the graph and
+#: model it really builds (:func:`fedmugrep.federation.admission.check_artefacts`).
+PLAN_INT_RANGES: dict[str, tuple[int, int]] = {
+    "rounds": (1, 100_000),
+    "k": (1, 64),
+    "hidden": (1, 4096),
+    "event_hidden": (1, 4096),
+    "region_hidden": (1, 4096),
+    "intra_dim": (1, 4096),
+    "pretrain_epochs": (0, 100_000),
+    "intra_max_degree": (1, 1024),
+    "seed": (-(2**63), 2**63 - 1),
+    "retries": (0, 100),
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,25 @@ class PrivacyPlan:
         return cls(epsilon=epsilon, **{**shares, **overrides})
 
     def __post_init__(self) -> None:
+        # types and ranges first: a plan may arrive as JSON from the data scientist
+        err = PrivacyParameterError
+        for name in (
+            "epsilon",
+            "clip",
+            "z_clip",
+            "intra_epsilon",
+            "count_epsilon",
+            "level_epsilon",
+            "calibration_epsilon",
+            "evaluation_epsilon",
+            "calibration_z2_max",
+        ):
+            check_float(self, name, 0.0, MAX_EPSILON_OR_CLIP, error=err)
+        check_float(self, "delta", 0.0, 1.0, error=err)
+        check_float(self, "intra_bound", 0.0, 1e12, error=err)
+        check_float(self, "region_epsilon", 0.0, MAX_EPSILON_OR_CLIP, optional=True, error=err)
+        check_float(self, "coordinator_noise", 0.0, 1e6, low_open=False, error=err)
+        check_bool(self, "joint_clip")
         for name in (
             "epsilon",
             "delta",
@@ -138,6 +177,20 @@ class FederationPlan:
     on_unresponsive: str = "stop"  # "stop" the run, or "drop" the datasite and go on
 
     def __post_init__(self) -> None:
+        for name, (low, high) in PLAN_INT_RANGES.items():
+            check_int(self, name, low, high)
+        check_float(self, "lr", 0.0, 100.0)
+        check_float(self, "region_lr", 0.0, 100.0)
+        check_float(self, "upload_rate", 0.0, 1.0)
+        check_float(self, "retry_backoff", 0.0, 3600.0, low_open=False)
+        check_bool(self, "select_best", optional=True)
+        check_bool(self, "target_channel")
+        check_choice(self, "optimizer", ("adam", "sgd"))
+        check_choice(self, "on_unresponsive", ("stop", "drop"))
+        if self.privacy is not None and not isinstance(self.privacy, PrivacyPlan):
+            raise ConfigError(
+                f"privacy must be a PrivacyPlan or None (got {type(self.privacy).__name__})"
+            )
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd' (got {self.optimizer!r})")
         if self.on_unresponsive not in ("stop", "drop"):

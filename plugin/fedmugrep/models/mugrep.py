@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fedmugrep.checks import check_bool, check_float, check_int
 from fedmugrep.models.event_encoder import EventEncoder
 from fedmugrep.models.fusion import PrecisionGateFusion, gaussian_nll
 from fedmugrep.models.intra_region import IntraRegionEncoder
@@ -51,6 +52,20 @@ class ModelConfig:
     target_clip: float = 2.5
     # tanh on model 2's output: every entry of z in [-1, 1] (bounds the sensitivity of z)
     bounded_z: bool = True
+
+    def __post_init__(self) -> None:
+        check_int(self, "feature_dim", 1, 100_000)
+        check_int(self, "attr_dim", 0, 100_000)
+        check_int(self, "n_districts", 1, 100_000)
+        check_int(self, "k", 1, 64)
+        for name in ("hidden", "intra_dim", "region_hidden", "event_hidden"):
+            check_int(self, name, 1, 4096)
+        check_float(self, "max_days", 0.0, 1e6)
+        check_float(self, "max_km", 0.0, 1e5)
+        check_float(self, "dropout", 0.0, 0.99, low_open=False)
+        check_float(self, "target_clip", 0.0, 1e3)
+        check_bool(self, "target_channel")
+        check_bool(self, "bounded_z")
 
     @property
     def intra_width(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedmugrep.checks import check_bool, check_choice, check_float, check_int
 from fedmugrep.data.features import CommunityEncoder, FeatureEncoder
 from fedmugrep.graphs.event import build_event_graph
 from fedmugrep.graphs.region import build_community_graph, build_intra_region_graph
@@ -36,6 +37,17 @@ class GraphConfig:
     geo_k: int = 4
     attr_k: int = 4
     mobility_k: int = 4
+
+    def __post_init__(self) -> None:
+        check_int(self, "k", 1, 64)
+        check_choice(self, "rule", ("recent", "greedy"))
+        check_float(self, "max_km", 0.0, 1e5)
+        check_float(self, "max_days", 0.0, 1e6)
+        check_bool(self, "event_within_community")
+        for name in ("intra_k", "intra_max_degree"):
+            check_int(self, name, 1, 1024)
+        for name in ("geo_k", "attr_k", "mobility_k"):
+            check_int(self, name, 0, 1024)
 
 
 @dataclass(frozen=True)
