@@ -25,10 +25,10 @@ from fedmugrep.federation.parties import (
     PublicArtefacts,
     RegionParty,
     TransactionParty,
-    _gaussian,
 )
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.models.mugrep import EventModel, pooled_mean
+from fedmugrep.privacy.gaussian import gaussian_release
 from fedmugrep.privacy.laplace import snapped_noise_sd
 
 
@@ -241,7 +241,8 @@ class Coordinator:
         grad = {n: v / self.n_total for n, v in grad.items()}
         p = self.plan.privacy
         if p is not None and p.coordinator_noise > 0:
-            grad = {n: v + _gaussian(v.shape, p.coordinator_noise) for n, v in grad.items()}
+            # extra noise on the public aggregate (C6): OpenDP's secure, float-safe sampler
+            grad = {n: gaussian_release(v, std=p.coordinator_noise) for n, v in grad.items()}
         self.opt.zero_grad()
         for n, prm in self.model.named_parameters():
             prm.grad = grad[n].clone()
