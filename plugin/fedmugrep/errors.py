@@ -48,12 +48,26 @@ class DataValidationError(FedMugRepError, ValueError):
         super().__init__(f"{', '.join(where)}: {problem}. Fix: {fix}")
 
 
+class ConfigFileError(DataValidationError, ConfigError):
+    """A config file that cannot be read as TOML: not UTF-8 text, or a syntax error.
+
+    Both a :class:`~fedmugrep.errors.ConfigError` and a
+    :class:`~fedmugrep.errors.DataValidationError` (bad input: the CLI exits with code 2);
+    ``file`` is the path, ``row`` the 1-based line of a syntax error (``None`` otherwise).
+    """
+
+
 class BudgetExceededError(FedMugRepError):
     """A release would exceed the privacy budget cap; nothing was released."""
 
 
 class LedgerIntegrityError(FedMugRepError):
     """The privacy ledger fails verification (an entry was edited, deleted, inserted or reordered)."""
+
+
+class ReleaseRefusedError(FedMugRepError):
+    """A datasite could not compute a release on its private data; nothing was released or
+    charged. The message is generic on purpose (the detail is in the data owner's log)."""
 
 
 class RequestDeniedError(FedMugRepError):

@@ -75,7 +75,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +87,7 @@ from scipy.special import ndtr
 
 from fedmugrep.data.geo import km_to_degrees, project_km
 from fedmugrep.errors import ConfigError
+from fedmugrep.tomlfile import read_toml
 
 __all__ = [
     "ATTRIBUTES",
@@ -383,12 +383,24 @@ class CityConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> CityConfig:
-        """Load from a TOML file (top level, or a ``[city]`` table)."""
+        """Load from a TOML file (top level, or a ``[city]`` table).
+
+        Raises:
+            ConfigError: when the file cannot be read or holds unknown or invalid fields; a
+                file that is not UTF-8 text or not valid TOML raises
+                :class:`~fedmugrep.errors.ConfigFileError` (also a
+                ``DataValidationError``) naming the file and the line.
+        """
+        data = read_toml(path, what="city config")
+        city = data.get("city", data)
+        if not isinstance(city, dict):
+            raise ConfigError(
+                f"{path}: 'city' must be a [city] table; write the fields under [city]"
+            )
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read city config {path} ({exc}); pass a TOML file") from exc
-        return cls.from_dict(data.get("city", data))
+            return cls.from_dict(city)
+        except ConfigError as exc:
+            raise type(exc)(f"{path}: {exc}") from exc
 
 
 @dataclass(frozen=True, eq=False)

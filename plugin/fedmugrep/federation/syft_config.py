@@ -17,9 +17,10 @@ TOML layout (paths are relative to the TOML file)::
     [datasite]
     name = "agency-a"
     home = "agency-a"
-    host = "127.0.0.1"
+    host = "127.0.0.1"      # loopback; any other host needs allow_remote = true
     port = 8081
     role = "transactions"   # optional: "transactions" or "region" (default: from [data])
+    allow_remote = false    # optional: serve on a non-loopback host (plain HTTP: TLS proxy!)
 
     [admin]
     email = "owner@agency-a.example"
@@ -37,24 +38,28 @@ TOML layout (paths are relative to the TOML file)::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fedmugrep.errors import ConfigError, PrivacyParameterError
+from fedmugrep.errors import ConfigError, ConfigFileError, PrivacyParameterError
+from fedmugrep.tomlfile import read_toml
 
 __all__ = [
     "DATA_KEYS",
     "DEFAULT_PASSWORD_ENV",
     "ROLES",
+    "ConfigFileError",
     "DatasiteConfig",
+    "is_loopback_host",
     "load_datasite_config",
+    "read_toml",
 ]
 
 #: Environment variable the admin password is read from when the TOML names none.
@@ -78,7 +83,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _SECTIONS: dict[str, frozenset[str]] = {
-    "datasite": frozenset({"name", "home", "host", "port", "role"}),
+    "datasite": frozenset({"name", "home", "host", "port", "role", "allow_remote"}),
     "admin": frozenset({"email", "name", "password", "password_env"}),
     "data": frozenset(),  # free keys: asset name -> file
     "budget": frozenset({"epsilon_cap", "delta_cap"}),
@@ -98,6 +103,8 @@ class DatasiteConfig:
         admin_password_env: environment variable holding the password when ``admin_password`` is None.
         admin_name: display name of the root admin.
         host: interface the HTTP server binds to (keep ``127.0.0.1`` unless behind a proxy).
+            A host that is not loopback (``127.0.0.0/8``, ``::1``, ``localhost``) is only
+            served with ``allow_remote`` (see :meth:`check_serving_host`).
         port: HTTP port; ``None`` lets :func:`~fedmugrep.federation.syft_runtime.launch_datasite`
             pick a free one.
         data_files: asset name -> private data file the owner uploads (informational for the
@@ -108,6 +115,9 @@ class DatasiteConfig:
             infer it from ``data_files`` (a ``communities`` file without ``transactions`` means
             region). When set and ``data_files`` is not empty, the role's main file must be in it
             (``transactions``, or ``communities`` for the region).
+        allow_remote: the owner's explicit opt-in to serve on a non-loopback ``host``. The API
+            is plain HTTP (passwords, signed calls and results unencrypted), so other machines
+            should reach it only through a TLS-terminating proxy.
 
     Raises:
         ConfigError: on an invalid name, e-mail, port, password or env-var name.
@@ -126,6 +136,7 @@ class DatasiteConfig:
     epsilon_cap: float | None = None
     delta_cap: float | None = None
     role: str | None = None
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -146,8 +157,15 @@ class DatasiteConfig:
                 f"admin_password_env must be an environment variable name (got "
                 f"{self.admin_password_env!r}); pass e.g. '{DEFAULT_PASSWORD_ENV}'"
             )
-        if not self.host:
-            raise ConfigError("host must not be empty; pass e.g. host='127.0.0.1'")
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(
+                f"host must be a non-empty string (got {self.host!r}); pass e.g. host='127.0.0.1'"
+            )
+        if not isinstance(self.allow_remote, bool):
+            raise ConfigError(
+                f"allow_remote must be true or false (got {self.allow_remote!r}); write "
+                "allow_remote = true (no quotes) to serve on a non-loopback host"
+            )
         if self.port is not None:
             if isinstance(self.port, bool) or not isinstance(self.port, int):
                 raise ConfigError(f"port must be an int (got {self.port!r}); pass e.g. 8081")
@@ -190,6 +208,36 @@ class DatasiteConfig:
         files = self.data_files
         return (
             "region" if "communities" in files and "transactions" not in files else "transactions"
+        )
+
+    # ------------------------------------------------------------------ host
+    def check_serving_host(self) -> str:
+        """Check that the HTTP server may bind :attr:`host`.
+
+        A loopback host (``127.0.0.0/8``, ``::1``, ``localhost``) is always fine. Any other
+        host (``0.0.0.0``, a LAN address, a host name) exposes the plain-HTTP API to other
+        machines and needs :attr:`allow_remote`.
+
+        Returns:
+            ``""`` for a loopback host, else the warning to show when serving it.
+
+        Raises:
+            ConfigError: for a non-loopback host without ``allow_remote``.
+        """
+        if is_loopback_host(self.host):
+            return ""
+        if not self.allow_remote:
+            raise ConfigError(
+                f"datasite '{self.name}': host {self.host!r} is not a loopback address, and the "
+                "datasite speaks plain HTTP: passwords, signed calls and results would cross "
+                'the network unencrypted. Keep host = "127.0.0.1" and let a TLS-terminating '
+                "proxy (nginx, caddy) forward to it; or, if such a proxy or a trusted private "
+                "network is in place, opt in with allow_remote = true under [datasite] (or "
+                "--allow-remote)"
+            )
+        return (
+            f"datasite '{self.name}' listens on {self.host} (allow_remote): its API is plain "
+            "HTTP; let other machines reach it only through a TLS-terminating proxy"
         )
 
     # ------------------------------------------------------------------ paths
@@ -273,6 +321,8 @@ class DatasiteConfig:
             lines.append(f"port = {self.port}")
         if self.role is not None:
             lines.append(f"role = {_toml_str(self.role)}")
+        if self.allow_remote:
+            lines.append("allow_remote = true")
         lines += [
             "",
             "[admin]",
@@ -306,22 +356,39 @@ class DatasiteConfig:
         return p if p.is_absolute() else (self.home / p)
 
 
-def load_datasite_config(path: str | os.PathLike[str]) -> DatasiteConfig:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is a loopback address: ``127.0.0.0/8``, ``::1`` or ``localhost``."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def load_datasite_config(
+    path: str | os.PathLike[str], *, allow_remote: bool | None = None
+) -> DatasiteConfig:
     """Read a datasite TOML file (layout in the module docstring).
 
     Relative ``home`` and ``[data]`` paths are resolved against the TOML file's folder;
     ``home`` defaults to a folder named after the datasite next to the TOML file.
 
+    Args:
+        path: the TOML file.
+        allow_remote: overrides ``[datasite] allow_remote`` when not ``None`` (a command's
+            ``--allow-remote`` flag).
+
     Raises:
-        ConfigError: when the file is missing, is not TOML, or has unknown/missing keys.
+        ConfigError: when the file is missing or has unknown/missing keys or bad values.
+        ConfigFileError: when it is not UTF-8 text or not valid TOML (the message names the
+            file, and the line of a syntax error).
     """
     src = Path(path)
     if not src.is_file():
         raise ConfigError(f"datasite config {src} does not exist; pass the path of a .toml file")
-    try:
-        raw = tomllib.loads(src.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{src} is not valid TOML ({exc}); fix the syntax") from exc
+    raw = read_toml(src, what="datasite config")
     for section, value in raw.items():
         if section not in _SECTIONS:
             raise ConfigError(
@@ -363,6 +430,7 @@ def load_datasite_config(path: str | os.PathLike[str]) -> DatasiteConfig:
             epsilon_cap=budget.get("epsilon_cap"),
             delta_cap=budget.get("delta_cap"),
             role=site.get("role"),
+            allow_remote=site.get("allow_remote", False) if allow_remote is None else allow_remote,
         )
     except ConfigError as exc:
         raise type(exc)(f"{src}: {exc}") from exc

@@ -18,6 +18,12 @@ Why not ``sy.orchestra.launch(port=...)`` or ``sy.Datasite.named(...)``:
 :func:`build_datasite` also wraps the server's API entry point so that, while a call is being
 served, :func:`fedmugrep.federation.syft_remote.datasite_home` and ``current_call()`` return this
 datasite's home and the verified caller, for the approved code running inside that call.
+
+Everything under the home is private to the data owner (folders 0700, files 0600; see
+:mod:`fedmugrep.federation.owner_files`): the database holds every account's signing key. The
+server process runs with umask 077, repairs an existing home at start (warning about what it
+changed), and :func:`build_datasite` creates the datasite and serves each call with a private
+umask also when it runs inside another process.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.federation.owner_files import (
+    enforce_private_home,
+    private_umask,
+    set_private_umask,
+)
 from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config
 from fedmugrep.federation.syft_remote import (
     HOME_ENV,
@@ -98,42 +109,45 @@ def build_datasite(
     admin_password = password if password is not None else config.resolve_admin_password()
     if reset and config.syft_dir.exists():
         shutil.rmtree(config.syft_dir)
-    (config.syft_dir / "db").mkdir(parents=True, exist_ok=True)
-    (config.syft_dir / "blob").mkdir(parents=True, exist_ok=True)
-    server_id, signing_key = _load_or_create_identity(config.identity_file)
 
     root_logger = logging.getLogger()
     saved_root_level = root_logger.level
-    try:
-        server = Datasite(
-            name=config.name,
-            id=server_id,
-            signing_key=signing_key,
-            db_config=SQLiteDBConfig(filename="syft.db", path=config.syft_dir / "db"),
-            blob_storage_config=OnDiskBlobStorageConfig(
-                client_config=OnDiskBlobStorageClientConfig(
-                    base_directory=config.syft_dir / "blob"
+    # the database (with its -wal/-shm), the blob store and the identity: owner only
+    with private_umask():
+        (config.syft_dir / "db").mkdir(parents=True, exist_ok=True)
+        (config.syft_dir / "blob").mkdir(parents=True, exist_ok=True)
+        server_id, signing_key = _load_or_create_identity(config.identity_file)
+        try:
+            server = Datasite(
+                name=config.name,
+                id=server_id,
+                signing_key=signing_key,
+                db_config=SQLiteDBConfig(filename="syft.db", path=config.syft_dir / "db"),
+                blob_storage_config=OnDiskBlobStorageConfig(
+                    client_config=OnDiskBlobStorageClientConfig(
+                        base_directory=config.syft_dir / "blob"
+                    ),
+                    min_blob_size=1,
                 ),
-                min_blob_size=1,
-            ),
-            root_email=config.admin_email,
-            root_username=config.admin_name,
-            root_password=admin_password,
-            deployment_type=deployment,
-            reset=False,
-            processes=0,
-            n_consumers=0,
-            thread_workers=False,
-            create_producer=False,
-            in_memory_workers=True,
-            enable_warnings=False,
-            dev_mode=False,
-            background_tasks=False,
-            association_request_auto_approval=False,
-        )
-    finally:
-        # Server.__init__ sets the *root* logger to CRITICAL; give the host process its logging back.
-        root_logger.setLevel(saved_root_level)
+                root_email=config.admin_email,
+                root_username=config.admin_name,
+                root_password=admin_password,
+                deployment_type=deployment,
+                reset=False,
+                processes=0,
+                n_consumers=0,
+                thread_workers=False,
+                create_producer=False,
+                in_memory_workers=True,
+                enable_warnings=False,
+                dev_mode=False,
+                background_tasks=False,
+                association_request_auto_approval=False,
+            )
+        finally:
+            # Server.__init__ sets the *root* logger to CRITICAL; give the host process its
+            # logging back.
+            root_logger.setLevel(saved_root_level)
     _bind_calls_to_datasite(server, config)
     return server
 
@@ -186,7 +200,9 @@ def _bind_calls_to_datasite(server: Any, config: DatasiteConfig) -> None:
             caller_verify_key=None if verify_key is None else str(verify_key),
             caller_email_lookup=lookup_email,
         )
-        with bind_datasite_call(call):
+        # files the approved code writes (ledger, releases, reports) are the owner's only, also
+        # when the datasite runs inside another process
+        with private_umask(), bind_datasite_call(call):
             return original(api_call, *args, **kwargs)
 
     server.handle_api_call_with_unsigned_result = handle_api_call_with_unsigned_result
@@ -204,6 +220,9 @@ def serve(
     Writes ``home/server.pid`` while running (refusing to start when another live server owns
     it), logs one line with the URL and the fedmugrep version and hash, and sets
     ``FEDMUGREP_DATASITE_HOME``/``FEDMUGREP_DATASITE_NAME`` for code executed in this process.
+    Sets this process's umask to 077 first and repairs the permissions of an existing home
+    (:func:`~fedmugrep.federation.owner_files.enforce_private_home`, warning on stderr). On a
+    non-loopback host (which needs ``config.allow_remote``) it warns that the API is plain HTTP.
 
     Args:
         config: the datasite; ``config.port`` must be set.
@@ -212,6 +231,8 @@ def serve(
             :func:`~fedmugrep.federation.syft_runtime.launch_datasite` so test servers never
             outlive their test run).
     """
+    remote_warning = config.check_serving_host()  # a non-loopback host needs allow_remote
+    set_private_umask()  # before PySyft (or anything else) creates a file
     import uvicorn
     from fastapi import APIRouter, FastAPI
     from syft.server.routes import make_routes
@@ -223,6 +244,9 @@ def serve(
     if config.port is None:
         raise ConfigError(f"datasite '{config.name}' has no port; set [datasite] port in its TOML")
     config.home.mkdir(parents=True, exist_ok=True)
+    enforce_private_home(config.home, stream=sys.stderr)
+    if remote_warning:
+        print(f"warning: {remote_warning}", file=sys.stderr, flush=True)
     os.environ[HOME_ENV] = str(config.home)
     os.environ[NAME_ENV] = config.name
     with _pid_file(config.pid_file):
@@ -335,6 +359,11 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, type=Path, help="datasite TOML file")
     parser.add_argument("--host", help="override [datasite] host")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host/[datasite] host (plain HTTP: put a TLS proxy in front)",
+    )
     parser.add_argument("--port", type=int, help="override [datasite] port")
     parser.add_argument(
         "--reset",
@@ -347,9 +376,10 @@ def _build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m fedmugrep.federation.syft_server``."""
+    set_private_umask()  # before PySyft (or anything else) creates a file
     args = _build_arg_parser().parse_args(argv)
     try:
-        config = load_datasite_config(args.config)
+        config = load_datasite_config(args.config, allow_remote=args.allow_remote or None)
         overrides: dict[str, Any] = {}
         if args.host:
             overrides["host"] = args.host

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pandas.api import types as ptypes
 
 from fedmugrep.data import loading as _loading
 from fedmugrep.data.regions import assign_regions
@@ -51,6 +53,9 @@ from fedmugrep.training.prepare import Encoders, GraphConfig, days_since_epoch
 
 __all__ = [
     "APPRAISAL_MECHANISM",
+    "MAX_PRICE",
+    "MAX_PROFILE_Z",
+    "PRICE_FACTOR",
     "VALUATION_SCHEMA",
     "AppraisalBounds",
     "PrivateAppraisal",
@@ -70,6 +75,25 @@ APPRAISAL_MECHANISM = "laplace:appraisal"
 OUTPUT_COLUMNS = ("pred_median", "pred_lo80", "pred_hi80", "sigma_log", "noise_scale_log")
 
 _SOURCE = "<properties>"
+
+#: Highest sale price a history row may have (currency units): far above any property sale, in
+#: any currency, but it stops overflowing values such as 1e308.
+MAX_PRICE = 1e15
+
+#: A history price more than this factor above or below the model's typical price (the
+#: geometric mean of its training prices) is refused as absurd (wrong unit or currency).
+PRICE_FACTOR = 1000.0
+
+#: A numeric profile value more than this many training standard deviations away from the
+#: training mean is refused as absurd (wrong unit, a typo, a sentinel such as 999999).
+MAX_PROFILE_Z = 100.0
+
+#: Profile columns holding a size, which must be > 0 (``area_m2``, ``living_area``, ``size``...).
+_POSITIVE_PROFILE = re.compile(r"(^|_)(area|size|surface|sqm|sqft|m2)(_|$)", re.IGNORECASE)
+#: Profile columns holding a count or an age, which must be >= 0 (``rooms``, ``building_age``...).
+_NON_NEGATIVE_PROFILE = re.compile(r"(^|_)(rooms?|bedrooms?|bathrooms?|age)(_|$)", re.IGNORECASE)
+
+_PRICE_FIX = "give the sale price in currency units (the currency the model was trained in)"
 
 
 # ============================================================================ input validation
@@ -112,8 +136,12 @@ def validate_properties(
 
     Columns: ``id_column`` (unique, non-empty), ``date`` (ISO 8601), ``lat`` in [-90, 90],
     ``lon`` in [-180, 180], optional ``district``/``community`` (non-empty when present),
-    ``price`` > 0 when ``require_price``, every column of ``required`` (the model's profile
-    columns), other columns typed like a transactions file's profile columns.
+    ``price`` > 0 and at most :data:`MAX_PRICE` when ``require_price``, every column of
+    ``required`` (the model's profile columns), other columns typed like a transactions file's
+    profile columns. Numeric profile values must be finite; a size column (``area_m2``,
+    ``living_area``, ``size``...) must be > 0, a count or age column (``rooms``,
+    ``building_age``...) >= 0. :meth:`ValuationModel.prepare` also refuses values absurd for
+    the model (:data:`PRICE_FACTOR`, :data:`MAX_PROFILE_Z`).
 
     Args:
         frame: the raw or typed frame.
@@ -177,20 +205,26 @@ def validate_properties(
         range_fix=_loading._LON_FIX,
     )
     if require_price:
-        out["price"] = _loading._check_number(
-            col,
-            df,
-            "price",
-            required=True,
-            low=0.0,
-            low_open=True,
-            range_fix="give the sale price in currency units",
+        price = _loading._check_number(
+            col, df, "price", required=True, low=0.0, low_open=True, range_fix=_PRICE_FIX
         )
+        col.add_mask(
+            np.isfinite(price) & (price > MAX_PRICE),
+            "price",
+            lambda i: (
+                f"price must be <= {MAX_PRICE:g} (got {price[i]:g}), no sale costs that much",
+                _PRICE_FIX,
+            ),
+        )
+        out["price"] = price
     for name in ("district", "community"):
         if name in df.columns:
             out[name] = _loading._check_ids(
                 col, df, name, unique=False, what=f"the {name}, or delete the '{name}' column"
             )
+    reserved = {*out, "price"}
+    for name in (str(c) for c in df.columns if str(c) not in reserved):
+        _check_profile_number(col, df, name)
     col.raise_if_any()
     result = {}
     for c in df.columns:
@@ -205,14 +239,36 @@ def validate_properties(
     return typed
 
 
+def _check_profile_number(col: _loading._Collector, df: pd.DataFrame, name: str) -> None:
+    """A profile column that holds numbers only: finite; a size > 0, a count or age >= 0.
+
+    Text columns (categorical) are left alone; empty cells are allowed (imputed).
+    """
+    raw = df[name]
+    if ptypes.is_bool_dtype(raw) or ptypes.is_datetime64_any_dtype(raw):
+        return
+    _, empty, bad = _loading._numbers(raw)
+    if bad.any() or empty.all():
+        return
+    if _POSITIVE_PROFILE.search(name):
+        fix = f"give {name} as a positive number in the unit the model was trained with"
+        _loading._check_number(col, df, name, required=False, low=0.0, low_open=True, range_fix=fix)
+    elif _NON_NEGATIVE_PROFILE.search(name):
+        fix = f"give {name} as a number >= 0"
+        _loading._check_number(col, df, name, required=False, low=0.0, range_fix=fix)
+    else:
+        _loading._check_number(col, df, name, required=False)
+
+
 def _check_profile(df: pd.DataFrame, enc: Encoders) -> None:
-    """Numeric profile columns must hold numbers (empty cells are imputed by the encoder)."""
+    """Numeric profile columns must hold numbers (empty cells are imputed by the encoder),
+    none more than :data:`MAX_PROFILE_Z` training standard deviations from the training mean."""
     file = str(df.attrs.get("source", _SOURCE))
     col = _loading._Collector(file, [str(c) for c in df.columns])
     for spec in enc.features.numeric:
         name = spec["name"]
         raw = df[name]
-        _, _, bad = _loading._numbers(raw)
+        values, _, bad = _loading._numbers(raw)
         col.add_mask(
             bad,
             name,
@@ -221,6 +277,39 @@ def _check_profile(df: pd.DataFrame, enc: Encoders) -> None:
                 _loading._NUMBER_FIX,
             ),
         )
+        mean, std = float(spec["mean"]), float(spec["std"]) or 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            far = np.isfinite(values) & (np.abs(values - mean) > MAX_PROFILE_Z * std)
+        col.add_mask(
+            far,
+            name,
+            lambda i, n=name, v=values, m=mean, sd=std: (
+                f"{n} {v[i]:g} is absurd for this model: more than {MAX_PROFILE_Z:g} standard "
+                f"deviations from the mean of its training data ({m:.4g}, sd {sd:.4g})",
+                f"check the unit of {n} and the value (a typo, or a placeholder such as "
+                "999999?); leave the cell empty if it is unknown",
+            ),
+        )
+    col.raise_if_any()
+
+
+def _check_prices(df: pd.DataFrame, enc: Encoders) -> None:
+    """History prices within :data:`PRICE_FACTOR` of the model's typical price."""
+    file = str(df.attrs.get("source", _SOURCE))
+    col = _loading._Collector(file, [str(c) for c in df.columns])
+    price = df["price"].to_numpy(np.float64)
+    typical = math.exp(enc.y_center)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(np.log(price) - enc.y_center) > math.log(PRICE_FACTOR)
+    col.add_mask(
+        far,
+        "price",
+        lambda i: (
+            f"price {price[i]:g} is absurd for this model: more than {PRICE_FACTOR:g} times "
+            f"above or below its typical price {typical:,.0f}",
+            f"{_PRICE_FIX}; check the unit (thousands?) and the currency, or delete the row",
+        ),
+    )
     col.raise_if_any()
 
 
@@ -539,6 +628,8 @@ class ValuationModel:
             required=_profile_columns(enc),
         )
         _check_profile(df, enc)
+        if history:
+            _check_prices(df, enc)
         return _with_regions(df, enc, self.geography)
 
     def appraise(

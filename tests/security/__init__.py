@@ -1,0 +1,1 @@
+"""Security properties of the data owner's side: private files, clean refusals of bad input."""
