@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedmugrep.federation.syft_contract import PrivacyContract
+from fedmugrep.federation.admission import region_contract, transaction_contract
 from fedmugrep.federation.syft_parties import (
     REGION_METHODS,
     TRANSACTION_METHODS,
@@ -112,18 +112,12 @@ class Fixture:
         return pack_array(np.full(self.pooled_shape, 0.1, np.float32))
 
 
-def _contract() -> dict:
-    return PrivacyContract.for_installed(
-        mechanisms=("laplace", "gaussian"),
-        epsilon_per_release=1.0,
-        rounds=PLAN.rounds + 2,
-        projected_epsilon=PLAN.privacy.epsilon,
-    ).to_dict()
-
-
 @pytest.fixture(scope="module")
 def fx(small_city: City, tmp_path_factory: pytest.TempPathFactory) -> Fixture:
-    contract = _contract()
+    # the contracts the datasites derive from the pinned plan (any other claim is refused)
+    contract = transaction_contract(PLAN).to_dict()
+    n_communities = len(small_city.public["encoders"]["communities"])
+    region_contract_d = region_contract(PLAN, n_communities=n_communities).to_dict()
     tx_home = tmp_path_factory.mktemp("fuzz-agency")
     Ledger(tx_home).set_cap(CALLER, AGENCY, epsilon=100.0, delta=PLAN.privacy.delta)
     tx = Party(
@@ -143,7 +137,7 @@ def fx(small_city: City, tmp_path_factory: pytest.TempPathFactory) -> Fixture:
         region_call,
         {"data": small_city.communities, "mobility": small_city.mobility},
         small_city.public,
-        contract,
+        region_contract_d,
     )
     public, _, _ = public_from_constant(small_city.public)
     cfg = public.model_config

@@ -10,6 +10,13 @@ spent. ``stop`` sends SIGTERM to the pid in ``home/server.pid`` and waits for a 
 The helpers here (config loading, the running check, the admin login) are shared by
 ``fedmugrep requests`` and ``fedmugrep budget``.
 
+Every data-owner command runs with umask 077 (whatever it creates under the home, e.g. the
+privacy ledger of ``fedmugrep budget set``, is the owner's only), and ``start`` repairs the
+home's permissions first (folders 0700, files 0600), warning on stderr about what it had to
+change: PySyft's database holds every account's signing key. A non-loopback ``host`` is only
+served with ``[datasite] allow_remote = true`` or ``--allow-remote`` (plain HTTP: put a TLS
+proxy in front).
+
 Exit codes (see :mod:`fedmugrep.cli`): 0 ok; 1 the server failed to start or stop, or is not
 running when it must be; 2 a bad config, a missing data file or password.
 """
@@ -29,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.federation.owner_files import enforce_private_home, private_umask
 from fedmugrep.federation.syft_config import DATA_KEYS, DatasiteConfig, load_datasite_config
+from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
+from fedmugrep.privacy.witness import check_witness, read_witness
 
 __all__ = [
     "DEFAULT_MOCK_SEED",
@@ -81,6 +91,10 @@ the first time, uploads the [data] files with a synthetic mock twin:
                         each sale to a community)
   region datasite:      datasets 'communities' and 'mobility'
 Running it again while the server runs only uploads what is missing.
+
+Every start makes HOME private (folders 0700, files 0600) and names on stderr what it had to
+repair. A host other than loopback (127.0.0.1, ::1, localhost) needs [datasite]
+allow_remote = true or --allow-remote: the API is plain HTTP, so put a TLS proxy in front.
 """
 
 _STOP_EPILOG = """\
@@ -114,14 +128,16 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def usage_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run a command, turning a :class:`ConfigError` (bad input) into exit code 2."""
+    """Run a data-owner command with a private umask (what it creates is the owner's only),
+    turning a :class:`ConfigError` (bad input) into exit code 2."""
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
         from fedmugrep.cli import EXIT_USAGE
 
         try:
-            return func(args)
+            with private_umask():
+                return func(args)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -129,9 +145,12 @@ def usage_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     return wrapper
 
 
-def load_config(path: Path) -> DatasiteConfig:
-    """Load a datasite TOML; a missing or bad file raises a ConfigError naming it."""
-    return load_datasite_config(path)
+def load_config(path: Path, *, allow_remote: bool | None = None) -> DatasiteConfig:
+    """Load a datasite TOML; a missing or bad file raises a ConfigError naming it.
+
+    ``allow_remote`` overrides ``[datasite] allow_remote`` when not ``None``.
+    """
+    return load_datasite_config(path, allow_remote=allow_remote)
 
 
 def start_hint(path: Path) -> str:
@@ -264,6 +283,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the server to answer (default 120)",
     )
+    start.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="serve on a non-loopback [datasite] host (as allow_remote = true; the API is plain "
+        "HTTP: put a TLS proxy in front)",
+    )
     start.add_argument("--json", action="store_true", help="print JSON instead of text")
     start.set_defaults(func=usage_errors(run_start))
 
@@ -302,9 +327,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 # =============================================================================== start
 def run_start(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite start``."""
-    config = load_config(args.config)
+    config = load_config(args.config, allow_remote=True if args.allow_remote else None)
     _check_data_keys(config, args.config)
+    try:  # a non-loopback host needs the owner's opt-in: refuse before anything else
+        remote_warning = config.check_serving_host()
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: [datasite] {exc}") from None
+    if remote_warning:
+        print(f"warning: {remote_warning}", file=sys.stderr, flush=True)
     config.resolve_admin_password()  # no password: refuse before launching anything
+    repaired = enforce_private_home(config.home, stream=sys.stderr)
+    _check_ledger_witness(config)  # a deleted or truncated ledger: refuse to start
     pid = server_pid(config)
     handle = None
     if pid is not None:
@@ -326,6 +359,7 @@ def run_start(args: argparse.Namespace) -> int:
         if handle is not None:  # a start either completes or leaves nothing running
             handle.stop()
         raise
+    repaired += enforce_private_home(config.home, stream=sys.stderr)  # after the upload
     report = {
         "name": config.name,
         "role": config.kind,
@@ -336,6 +370,7 @@ def run_start(args: argparse.Namespace) -> int:
         "already_running": handle is None,
         "uploaded": uploaded,
         "datasets": datasets,
+        "permissions_repaired": [str(p) for p in repaired],
     }
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -353,6 +388,19 @@ def run_start(args: argparse.Namespace) -> int:
     print(f"next: fedmugrep budget set --config {args.config} --data-scientist EMAIL")
     print(f"      fedmugrep requests list --config {args.config}")
     return 0
+
+
+def _check_ledger_witness(config: DatasiteConfig) -> None:
+    """Refuse to start a datasite whose release index records charges its ledger lacks.
+
+    Raises:
+        LedgerIntegrityError: naming how many (exit code 4).
+    """
+    if not (config.home / LEDGER_FILENAME).exists():
+        recorded, _ = read_witness(config.home)
+        if not recorded:
+            return  # a new datasite
+    check_witness(Ledger(config.home))
 
 
 def _dataset_names(admin: Any) -> list[str]:

@@ -285,12 +285,19 @@ def run_show(args: argparse.Namespace) -> int:
 def run_approve(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests approve``."""
     from fedmugrep.commands.budget import budget_rows
-    from fedmugrep.federation.syft_runtime import approve_request
+    from fedmugrep.federation.syft_runtime import approve_request, request_refusal
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
     row = request_row(request)
     _require_pending(request, row, "approved")
+    refusal = request_refusal(request)
+    if refusal is not None:
+        raise ConfigError(
+            f"not approved: this datasite would refuse every call of request "
+            f"{row['id_prefix']} ({refusal}); deny it with a reason instead: fedmugrep requests "
+            f"deny --config {args.config} {row['id_prefix']} --reason '...'"
+        )
     approve_request(request)
     row["status"] = "approved"
     budget = [r for r in budget_rows(config, row["data_scientist"]) if r["dataset"] == config.name]

@@ -8,9 +8,14 @@ datasite's ledger first (never the other way round), or public.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
+import logging
 import os
-import secrets
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,8 @@ from fedmugrep.compression import (
     channel_layout,
     compress,
 )
+from fedmugrep.errors import ConfigError
+from fedmugrep.federation.admission import check_artefacts
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.models.mugrep import (
     CommunityGraph,
@@ -34,14 +41,43 @@ from fedmugrep.models.mugrep import (
     TransactionGraph,
 )
 from fedmugrep.privacy.events import LaplaceEvent
+from fedmugrep.privacy.gaussian import GaussianMechanism
 from fedmugrep.privacy.laplace import LaplaceMechanism
 from fedmugrep.privacy.ledger import Ledger, payload_digest
+from fedmugrep.privacy.witness import INDEX_NAME, check_witness
 from fedmugrep.training.metrics import Z80, distribution_metrics
-from fedmugrep.training.per_target import clipped_gradient_sums
+from fedmugrep.training.per_target import clipped_gradient_sums, sum_sensitivity
 from fedmugrep.training.prepare import Encoders, GraphConfig, transaction_graph
 
 #: Per-row error terms of a private evaluation are clipped here (relative and log errors).
 EVAL_TERM_CLIP = 0.5
+
+_LOG = logging.getLogger("fedmugrep.datasite")
+_THREAD_LOCKS: dict[str, threading.RLock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+_HELD = threading.local()
+
+
+def _private_file(path: Path) -> None:
+    """Owner-only permissions (0600) on a file this party wrote."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
+
+
+def exclusive(method: Callable) -> Callable:
+    """Run a releasing method with the party's lock held (threads *and* processes).
+
+    One release key then gives one reply, charged once, however many identical calls arrive
+    at the same time: the first computes, charges and finalises; the others find its final
+    file and replay it. Region updates are serialised the same way.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: _ReleasingParty, *args: Any, **kwargs: Any) -> Any:
+        with self._exclusive():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -55,12 +91,6 @@ class PublicArtefacts:
     test_start: pd.Timestamp
     # optional public starting weights ({"event": ..., "region": ...}), e.g. mock pretraining
     init_state: dict[str, dict[str, torch.Tensor]] | None = None
-
-
-def _gaussian(shape: torch.Size, std: float) -> torch.Tensor:
-    """Gaussian noise from a generator seeded by the OS's cryptographic source."""
-    gen = torch.Generator().manual_seed(secrets.randbits(63))
-    return torch.randn(shape, generator=gen, dtype=torch.float64).float() * std
 
 
 @dataclass
@@ -87,6 +117,40 @@ class _ReleasingParty:
     data_scientist: str
     request_id: str
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        folder = self.home / "releases"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = folder / f".{self.name}.lock"
+        with _THREAD_LOCKS_GUARD:
+            tlock = _THREAD_LOCKS.setdefault(str(lock_path.resolve()), threading.RLock())
+        with tlock:
+            depth = getattr(_HELD, "depth", {})
+            _HELD.depth = depth
+            key = str(lock_path)
+            if depth.get(key):  # re-entered (backward -> forward): the file lock is ours
+                depth[key] += 1
+                try:
+                    yield
+                finally:
+                    depth[key] -= 1
+                return
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                depth[key] = 1
+                yield
+            finally:
+                depth[key] = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _check_ledger_intact(self) -> None:
+        """Refuse to serve when the release index records charges the ledger lacks
+        (:func:`~fedmugrep.privacy.witness.check_witness`): a deleted or truncated ledger
+        would otherwise forget what was spent."""
+        check_witness(self.ledger)
+
     def _release_files(self, key: str) -> tuple[Path, Path]:
         """(final, pending) files of the release ``key`` of this run."""
         base = self._release_path(key)
@@ -98,7 +162,7 @@ class _ReleasingParty:
 
     def _release_path(self, key: str) -> Path:
         folder = self.home / "releases" / self._request_folder()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / f"{self.name}-{key}"
 
     def _charged(self, digest: str) -> bool:
@@ -137,6 +201,7 @@ class _ReleasingParty:
         charge = self.plan.privacy is not None and bool(events)
         digest = payload_digest(payload) if charge else None
         torch.save({"value": value, "digest": digest}, pending)
+        _private_file(pending)
         if charge:
             self.ledger.charge(
                 data_scientist=self.data_scientist,
@@ -146,6 +211,10 @@ class _ReleasingParty:
                 events=events,
                 payload=payload,
             )
+            index = self.home / "releases" / INDEX_NAME
+            fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(f"{self._request_folder()}\t{self.name}-{key}\t{digest}\n")
         os.replace(pending, final)
 
 
@@ -168,7 +237,25 @@ class TransactionParty(_ReleasingParty):
         self.home.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.home)
         self.data_scientist, self.request_id = data_scientist, request_id
+        check_artefacts(public.encoders, public.model_config, public.graph_config, plan)
+        self._check_ledger_intact()
         df = frame.sort_values("date", kind="stable").reset_index(drop=True)
+        # Sales outside the public vocabulary cannot be encoded. They are left out (the owner's
+        # log says how many) rather than refused: a refusal would tell the data scientist,
+        # uncharged, whether this datasite holds a sale in a community the vocabulary lacks.
+        vocab = public.encoders.vocab
+        known = (vocab.community_codes(df["community"]) >= 0) & (
+            vocab.district_codes(df["district"]) >= 0
+        )
+        self.excluded_rows = int((~known).sum())
+        if self.excluded_rows:
+            _LOG.warning(
+                "%s: %d of %d sales are outside the request's vocabulary and are left out",
+                name,
+                self.excluded_rows,
+                len(df),
+            )
+            df = df.loc[known].reset_index(drop=True)
         self.frame = df
         d = df["date"].to_numpy()
         self.test = d >= public.test_start.to_datetime64()
@@ -194,10 +281,26 @@ class TransactionParty(_ReleasingParty):
             self.nm = plan.noise_multiplier()
 
     # -- helpers ---------------------------------------------------------------------------
+    def _round_mechanisms(self) -> tuple[GaussianMechanism, GaussianMechanism | None]:
+        """The Gaussian mechanisms of a round's release: one for the joint ``(theta, z)``
+        vector (second item ``None``), or one for ``theta`` and one for ``z`` when they are
+        clipped apart. Sensitivity ``(1 + 2K) clip`` with the ``K`` of the graph this party
+        built (:func:`~fedmugrep.federation.admission.check_artefacts`), noise multiplier
+        :attr:`nm`."""
+        p = self.plan.privacy
+        assert p is not None and self.nm > 0
+        k = self.public.graph_config.k
+        theta = GaussianMechanism(sensitivity=sum_sensitivity(p.clip, k), noise_multiplier=self.nm)
+        if p.joint_clip:
+            return theta, None
+        z = GaussianMechanism(sensitivity=sum_sensitivity(p.z_clip, k), noise_multiplier=self.nm)
+        return theta, z
+
     def _load(self, theta: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(theta, strict=False)
 
     # -- releases --------------------------------------------------------------------------
+    @exclusive
     def release_intra(
         self, theta: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -241,6 +344,7 @@ class TransactionParty(_ReleasingParty):
         )
         return out
 
+    @exclusive
     def step(
         self,
         round_index: int,
@@ -287,10 +391,17 @@ class TransactionParty(_ReleasingParty):
             n_coords = sum(v.numel() for v in theta_sum.values()) + z_sum.numel()
             events, mechanism = [mech.event(dimension=n_coords)], "laplace:theta+z_grad"
         elif p is not None:
-            std_t, std_z = self.plan.theta_noise_std(self.nm), self.plan.z_noise_std(self.nm)
-            # noise every coordinate (only the selected channels are released; the rest is dropped)
-            theta_sum = {n: v + _gaussian(v.shape, std_t) for n, v in theta_sum.items()}
-            z_sum = z_sum + _gaussian(z_sum.shape, std_z)
+            # noise every coordinate (only the selected channels are released; the rest is
+            # dropped): float-safe Gaussian from a cryptographic source (OpenDP), one release
+            # of the joint (theta, z) vector, or one each when they are clipped apart
+            names = list(theta_sum)
+            theta_mech, z_mech = self._round_mechanisms()
+            if z_mech is None:
+                *noisy, z_sum = theta_mech.release_many([theta_sum[n] for n in names] + [z_sum])
+            else:
+                noisy = theta_mech.release_many([theta_sum[n] for n in names])
+                z_sum = z_mech.release(z_sum)
+            theta_sum = dict(zip(names, noisy, strict=True))
         sparse = compress(theta_sum, self.layout, channels)
         # the exact training loss is not released under privacy (it would be an unnoised sum)
         loss_sum = sums.loss_sum if p is None else float("nan")
@@ -304,6 +415,7 @@ class TransactionParty(_ReleasingParty):
         )
         return reply
 
+    @exclusive
     def release_calibration(
         self, theta: dict[str, torch.Tensor], z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -345,6 +457,7 @@ class TransactionParty(_ReleasingParty):
         )
         return out
 
+    @exclusive
     def evaluate(
         self, theta: dict[str, torch.Tensor], z: torch.Tensor, split: str = "test"
     ) -> dict:
@@ -418,7 +531,7 @@ class TransactionParty(_ReleasingParty):
     ) -> None:
         """Exact metrics and per-row predictions for the data owner (stays in the home)."""
         folder = self.home / "evaluations" / self._request_folder()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         rows = self.frame.loc[mask]
         cols = [
             c
@@ -431,9 +544,14 @@ class TransactionParty(_ReleasingParty):
         pred["pred_median"] = np.exp(mu[mask])
         pred["pred_lo80"] = np.exp(mu[mask] - Z80 * sig[mask])
         pred["pred_hi80"] = np.exp(mu[mask] + Z80 * sig[mask])
-        pred.to_csv(folder / f"{self.name}-{split}-predictions.csv", index=False)
-        (folder / f"{self.name}-{split}.json").write_text(json.dumps(exact, indent=2))
+        csv_path = folder / f"{self.name}-{split}-predictions.csv"
+        json_path = folder / f"{self.name}-{split}.json"
+        pred.to_csv(csv_path, index=False)
+        json_path.write_text(json.dumps(exact, indent=2))
+        for path in (csv_path, json_path):
+            _private_file(path)
 
+    @exclusive
     def appraise(
         self,
         theta: dict[str, torch.Tensor],
@@ -529,7 +647,20 @@ class RegionParty(_ReleasingParty):
         self.home.mkdir(parents=True, exist_ok=True)
         self.name, self.plan, self.cfg = name, plan, cfg
         self.data_scientist, self.request_id = data_scientist, request_id
+        for field_name in ("region_hidden", "intra_dim", "target_channel"):
+            if getattr(plan, field_name) != getattr(cfg, field_name):
+                raise ConfigError(
+                    f"this datasite refuses the plan: its {field_name} is "
+                    f"{getattr(plan, field_name)!r} but the model's is "
+                    f"{getattr(cfg, field_name)!r}; derive the model configuration from the plan"
+                )
+        if not cfg.bounded_z:
+            raise ConfigError(
+                "this datasite refuses the plan: bounded_z=False leaves z unbounded, so its "
+                "2·H·C sensitivity does not hold; keep bounded_z=True"
+            )
         self.ledger = ledger if ledger is not None else Ledger(self.home)  # the datasite's
+        self._check_ledger_intact()
         torch.manual_seed(plan.seed + 1)
         self.model = RegionModel(cfg)
         if init_state is not None:  # public starting weights (e.g. mock pretraining)
@@ -539,6 +670,7 @@ class RegionParty(_ReleasingParty):
         self.version = 0  # model-2 updates so far
         self.events = plan.region_events(community_graph.num_communities)
 
+    @exclusive
     def forward(self, round_index: int, pooled_intra: torch.Tensor) -> torch.Tensor:
         """``z`` for the current model 2 (noised and charged under privacy)."""
         self._intra = pooled_intra
@@ -567,6 +699,7 @@ class RegionParty(_ReleasingParty):
         )
         return out
 
+    @exclusive
     def backward(self, round_index: int, z_grad: torch.Tensor) -> torch.Tensor:
         """Update model 2 with the pooled ``z`` gradient of ``round_index``; return the ``z`` of
         the new state (its release, charged here, is the one the next forward would make and
@@ -590,6 +723,7 @@ class RegionParty(_ReleasingParty):
         stale.unlink(missing_ok=True)
         return self.forward(round_index + 1, self._intra)
 
+    @exclusive
     def restore(self, round_index: int) -> None:
         """Rewind model 2 and its optimiser to the end of ``round_index`` (for a resumed run)."""
         snap = self.home / f"region_model.r{round_index}.pt"

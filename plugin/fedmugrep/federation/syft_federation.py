@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,6 +51,11 @@ from fedmugrep.data.loading import (
 )
 from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
 from fedmugrep.errors import ConfigError
+from fedmugrep.federation.admission import (
+    region_contract,
+    transaction_contract,
+    update_coordinates,
+)
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
 from fedmugrep.federation.local import (
     PUBLIC_GEOGRAPHY,
@@ -69,13 +73,11 @@ from fedmugrep.federation.syft_parties import (
     allow_exact_release,
     as_nanosecond_dates,
     clear_party_cache,
-    parameter_shapes,
     public_constant,
     region_call,
     transaction_call,
 )
 from fedmugrep.federation.syft_remote import strip_mock_marker
-from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.training.prepare import GraphConfig
 
@@ -94,9 +96,6 @@ Mode = Literal["inprocess", "http"]
 
 #: The data scientist account :func:`run_syft` creates on every datasite (the ledger identity).
 DEFAULT_DATA_SCIENTIST = "data-scientist@fedmugrep.example"
-
-#: Stated epsilon of a release without noise (a contract needs a finite positive number).
-UNBOUNDED_EPSILON = sys.float_info.max
 
 
 @dataclass
@@ -138,135 +137,6 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
     return 1 + plan.rounds + n_val + 1 + 1, 1 + plan.rounds + 2 * int(plan.selects_best)
 
 
-def transaction_contract(
-    plan: FederationPlan,
-    *,
-    package_dir: str | Path | None = None,
-    n_coords: int | None = None,
-) -> PrivacyContract:
-    """The privacy contract of a transaction datasite's request.
-
-    With privacy: mechanisms Laplace (one setup release: intra-region sums and counts, target
-    count) and Gaussian (one release per round: summed clipped model-1 and ``z`` gradients);
-    then a Laplace district summary (calibration). ``rounds`` counts releases (``R + 2``: setup,
-    ``R`` rounds, calibration) and ``epsilon_per_release`` is the largest release's own epsilon at
-    the plan's delta, so the contract's plain sum bounds the schedule; ``projected_epsilon`` is
-    the accountant's total. Without privacy the
-    contract says so (mechanism ``none``, unbounded epsilon).
-    """
-    p = plan.privacy
-    evals = plan.evaluations
-    if p is None:
-        return PrivacyContract.for_installed(
-            mechanisms=("none",),
-            epsilon_per_release=UNBOUNDED_EPSILON,
-            rounds=plan.rounds,
-            projected_epsilon=UNBOUNDED_EPSILON,
-            notes=(
-                f"NO NOISE: exact model-1 and z gradients leave the datasite (1 setup release + 1 "
-                f"per round + 1 district summary, {evals} evaluations with exact metrics); for "
-                "synthetic data only, needs the owner's allow_exact_release"
-            ),
-            package_dir=package_dir,
-        )
-    if p.update_mechanism == "laplace":
-        if n_coords is None:
-            raise ConfigError(
-                "the Laplace update option needs n_coords (model-1 parameters + z width) to "
-                "state its noise; pass n_coords"
-            )
-        round_events: list = [plan.laplace_update_event(n_coords)]
-        nm = 0.0
-        gauss = replace(plan, privacy=replace(p, update_mechanism="gaussian"))
-        g_std = gauss.theta_noise_std(gauss.noise_multiplier())
-        update_text = (
-            f"patent-literal Laplace on the update (scale {round_events[0].scale:.4g}, std "
-            f"{round_events[0].scale * 2**0.5:.4g} per coordinate, L1 sensitivity "
-            f"{round_events[0].sensitivity:.4g}; the default Gaussian would add std {g_std:.4g})"
-        )
-    else:
-        nm = plan.noise_multiplier()
-        round_events = plan.round_events(nm)
-        update_text = f"noise multiplier {nm:.4g}"
-    setup = compose_events(plan.setup_events(), delta=p.delta).epsilon
-    per_round = compose_events(round_events, delta=p.delta).epsilon
-    calibration = compose_events(plan.calibration_events(), delta=p.delta).epsilon
-    evaluation = compose_events(plan.evaluation_events(), delta=p.delta).epsilon
-    total = compose_events(
-        plan.planned_events() + round_events * plan.rounds, delta=p.delta
-    ).epsilon
-    n_eval = plan.evaluations
-    releases = plan.rounds + 2 + n_eval
-    return PrivacyContract.for_installed(
-        mechanisms=(
-            "laplace:intra_region",
-            f"{p.update_mechanism}:theta+z_grad",
-            "laplace:district_summary",
-            "laplace:evaluation",
-        ),
-        epsilon_per_release=max(setup, per_round, calibration, evaluation),
-        delta_per_release=p.delta,
-        rounds=releases,
-        projected_epsilon=total,
-        projected_delta=p.delta,
-        notes=(
-            f"{releases} releases: 1 setup (Laplace, epsilon {setup:.4g}) + 1 "
-            f"{p.update_mechanism.capitalize()} release per round for {plan.rounds} rounds "
-            f"({update_text}, epsilon {per_round:.4g} alone) + 1 district summary "
-            f"(Laplace, epsilon {calibration:.4g}) + {n_eval} noised evaluation(s) (Laplace, "
-            f"epsilon {evaluation:.4g} each; exact metrics stay in the owner's home); "
-            f"per-target L2 clip {p.clip}"
-            f"{' on (theta, z) jointly' if p.joint_clip else f' (z: {p.z_clip})'}, event-graph "
-            f"degree bound K={plan.k}, so L2 sensitivity (1+2K)*clip = "
-            f"{(1 + 2 * plan.k) * p.clip:.4g}"
-        ),
-        package_dir=package_dir,
-    )
-
-
-def region_contract(
-    plan: FederationPlan, *, n_communities: int, package_dir: str | Path | None = None
-) -> PrivacyContract:
-    """The region datasite's contract: ``z`` leaves noised (Laplace, :class:`RegionParty`) and
-    charged, or exactly when the plan sets no ``region_epsilon``; model 2 never leaves."""
-    events = plan.region_events(n_communities)
-    if not events:
-        return PrivacyContract.for_installed(
-            mechanisms=("none",),
-            epsilon_per_release=UNBOUNDED_EPSILON,
-            rounds=plan.rounds,
-            releases_per_round=1,
-            projected_epsilon=UNBOUNDED_EPSILON,
-            notes=(
-                "NO NOISE on z (region representations per community, one per model-2 "
-                "state); model-2 parameters stay on the datasite; needs the owner's "
-                "allow_exact_release"
-            ),
-            package_dir=package_dir,
-        )
-    assert plan.privacy is not None
-    ev = events[0]
-    delta = plan.privacy.delta
-    one = compose_events(events, delta=delta).epsilon
-    total = compose_events(events * plan.region_releases, delta=delta).epsilon
-    return PrivacyContract.for_installed(
-        mechanisms=("laplace:region_z",),
-        epsilon_per_release=one,
-        delta_per_release=delta,
-        rounds=plan.region_releases,
-        projected_epsilon=total,
-        projected_delta=delta,
-        notes=(
-            f"{plan.region_releases} releases of z (one per model-2 state read: every round "
-            f"+ the final model), Laplace scale {ev.scale:.4g} on tanh-bounded entries, L1 "
-            f"sensitivity 2 x region_hidden x communities = {ev.sensitivity:.4g} (privacy unit: "
-            "one community row; every community's z may move); the price-level column is the "
-            "agencies' own noised release, passed through; model-2 parameters stay here"
-        ),
-        package_dir=package_dir,
-    )
-
-
 # ============================================================================ mocks
 def _like(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
     """``mock`` with ``private``'s columns, order and (where castable) dtypes."""
@@ -287,11 +157,18 @@ def _like(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
 
 def transaction_mock(private: pd.DataFrame, mock_city: SyntheticCity, agency: str) -> pd.DataFrame:
     """An agency's mock: the mock city's rows for the same agency name (or, for a name the mock
-    city lacks, its first rows in (date, id) order), shaped like the private frame."""
+    city lacks, as many of its first rows in (date, id) order as an average agency of the mock
+    city has), shaped like the private frame's columns.
+
+    Nothing but the private frame's column names and types reaches the mock: its row count in
+    particular comes from the mock city, never from the private table (an exact count would
+    undo the noised count release).
+    """
     if agency in mock_city.agencies:
         rows = mock_city.agency_transactions(agency)
     else:
-        rows = mock_city.transactions.head(max(len(private), 1))
+        per_agency = len(mock_city.transactions) // max(len(mock_city.agencies), 1)
+        rows = mock_city.transactions.head(max(per_agency, 1))
     return _like(rows, private)
 
 
@@ -615,10 +492,7 @@ def run_syft(
             t_contract = transaction_contract(
                 plan,
                 package_dir=package_dir,
-                n_coords=sum(
-                    math.prod(shape) for _, shape in parameter_shapes(public.model_config)["params"]
-                )
-                + public.model_config.z_dim,
+                n_coords=update_coordinates(public.model_config),
             )
             for n in agency_names:
                 submit_request(

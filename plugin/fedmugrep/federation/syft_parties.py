@@ -48,12 +48,16 @@ This module does not import ``syft`` at import time (the datasite side needs onl
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +67,21 @@ import pandas as pd
 import torch
 
 from fedmugrep.compression import ChannelLayout, SparseUpdate, channel_layout
-from fedmugrep.errors import ConfigError, DatasiteUnresponsiveError, FedMugRepError
+from fedmugrep.errors import (
+    BudgetExceededError,
+    ConfigError,
+    DatasiteUnresponsiveError,
+    FedMugRepError,
+    LedgerIntegrityError,
+    ReleaseRefusedError,
+)
+from fedmugrep.federation.admission import (
+    check_artefacts,
+    check_contract_claims,
+    region_contract,
+    transaction_contract,
+    update_coordinates,
+)
 from fedmugrep.federation.parties import (
     PublicArtefacts,
     RegionParty,
@@ -123,8 +141,7 @@ def public_constant(public: PublicArtefacts, plan: FederationPlan, *, run_id: st
     Raises:
         ConfigError: on an empty ``run_id``.
     """
-    if not run_id or not isinstance(run_id, str):
-        raise ConfigError(f"run_id must be a non-empty string (got {run_id!r}); pass e.g. a uuid")
+    check_run_id(run_id)
     return {
         "schema": PUBLIC_SCHEMA,
         "run_id": run_id,
@@ -177,13 +194,35 @@ def public_from_constant(data: Mapping[str, Any]) -> tuple[PublicArtefacts, Fede
                     for n, v in dict(init).items()
                 }
             }
-        run_id = str(data["run_id"])
-    except (KeyError, TypeError, ValueError) as exc:
+        run_id = check_run_id(data["run_id"])
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"the public constant does not fit this fedmugrep ({type(exc).__name__}: {exc}); "
             "build it with the same fedmugrep version as the datasite"
         ) from exc
+    check_artefacts(public.encoders, public.model_config, public.graph_config, plan)
     return public, plan, run_id
+
+
+#: Run ids: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit (so never
+#: ``.`` or ``..``), at most 128 characters. They name folders on the datasite.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: Any) -> str:
+    """``run_id`` if it matches :data:`RUN_ID_PATTERN`.
+
+    Raises:
+        ConfigError: otherwise (it names folders on the datasite: ``..`` would escape them).
+    """
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise ConfigError(
+            f"run_id must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or "
+            f"digit (got {str(run_id)[:40]!r}); pass e.g. a uuid4().hex"
+        )
+    return run_id
 
 
 def public_hash(data: Mapping[str, Any]) -> str:
@@ -449,6 +488,7 @@ def _require_exact_release_allowed(home: Path, what: str) -> None:
 
 
 # ============================================================================ datasite side
+_LOG = logging.getLogger("fedmugrep.datasite")
 _CACHE: dict[tuple[str, ...], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -510,30 +550,113 @@ def region_call(data, mobility, contract, public, method, payload):
     )
 
 
-def _transaction_party(
-    ctx: RemoteContext, frame: pd.DataFrame, public_d: Mapping
-) -> tuple[TransactionParty, dict[str, Order]]:
+@dataclass(frozen=True)
+class _Admission:
+    """A request's pinned plan and artefacts as this datasite checked them (no data read)."""
+
+    public: PublicArtefacts
+    plan: FederationPlan
+    run_id: str
+    orders: dict[str, Order]
+    key: str
+
+
+def _admit(
+    ctx: RemoteContext, public_d: Mapping, role: str, *, check_claims: bool = True
+) -> _Admission:
+    """Parse and check the pinned public constant, derive the privacy contract from its plan
+    and refuse when the pinned contract claims anything else — all before any private data
+    is read. Cached per (datasite, caller, public constant, contract).
+
+    ``check_claims=False`` for requests whose contract is not the training run's (appraisal:
+    its own contract, checked by its caller)."""
     caller = _caller(ctx)
-    key = ("transaction", _home_key(ctx.home), ctx.datasite, caller, public_hash(public_d))
+    claimed = ctx.contract
+    contract_d = claimed.to_dict() if hasattr(claimed, "to_dict") else claimed
+    key = public_hash(
+        {"public": public_d, "contract": contract_d, "role": role, "claims": check_claims}
+    )
+    cache_key = ("admission", _home_key(ctx.home), ctx.datasite, caller, key)
     with _CACHE_LOCK:
-        entry = _CACHE.get(key)
-        if entry is None:
-            public, plan, run_id = public_from_constant(public_d)
-            if plan.privacy is None:
-                _require_exact_release_allowed(ctx.home, "model-1 gradients")
+        hit = _CACHE.get(cache_key)
+    if hit is not None:
+        return hit
+    public, plan, run_id = public_from_constant(public_d)
+    n_comm = len(public.encoders.vocab.communities)
+    if role == "region":
+        derived = region_contract(plan, n_communities=n_comm)
+    else:
+        laplace = plan.privacy is not None and plan.privacy.update_mechanism == "laplace"
+        n_coords = update_coordinates(public.model_config) if laplace else None
+        derived = transaction_contract(plan, n_coords=n_coords)
+    if claimed is not None and check_claims:
+        check_contract_claims(claimed, derived)
+    if role == "region" and not plan.region_events(n_comm):
+        _require_exact_release_allowed(ctx.home, "region representations z")
+    if role == "transaction" and plan.privacy is None:
+        _require_exact_release_allowed(ctx.home, "model-1 gradients")
+    admission = _Admission(public, plan, run_id, parameter_shapes(public.model_config), key)
+    with _CACHE_LOCK:
+        _CACHE[cache_key] = admission
+    return admission
+
+
+@contextlib.contextmanager
+def private_phase(ctx: RemoteContext, method: str) -> Iterator[None]:
+    """Code that reads private data: a failure says nothing about the data.
+
+    Whether a computation on private rows fails can depend on those rows (one sale in a
+    community the vocabulary lacks, say), and an error message may quote them; so inside
+    this block any error except the owner's budget and ledger refusals becomes one generic
+    :class:`~fedmugrep.errors.ReleaseRefusedError` with a reference id, and the detail goes to
+    the owner's log only (logger ``fedmugrep.datasite`` and ``<home>/logs/refusals.log``).
+    Nothing is released and nothing is charged.
+    """
+    try:
+        yield
+    except (BudgetExceededError, LedgerIntegrityError):
+        raise  # about the owner's budget and ledger, not about the data
+    except Exception as exc:  # noqa: BLE001 - every data-dependent failure looks the same
+        ref = uuid.uuid4().hex[:12]
+        detail = f"{type(exc).__name__}: {exc}"
+        _LOG.warning("refused %s for %s (ref %s): %s", method, ctx.caller, ref, detail)
+        try:
+            folder = Path(ctx.home) / "logs"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            line = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\t{ref}\t{ctx.caller}\t{method}\t{detail}\n"
+            )
+            fd = os.open(folder / "refusals.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError:
+            pass
+        raise ReleaseRefusedError(
+            f"the datasite could not compute {method!r} on its data; nothing was released or "
+            f"charged. The data owner's log has the detail under reference {ref}"
+        ) from None
+
+
+def _transaction_party(
+    ctx: RemoteContext, frame: pd.DataFrame, admission: _Admission
+) -> TransactionParty:
+    caller = _caller(ctx)
+    key = ("transaction", _home_key(ctx.home), ctx.datasite, caller, admission.key)
+    with _CACHE_LOCK:
+        party = _CACHE.get(key)
+        if party is None:
             with torch.random.fork_rng(devices=[]):
                 party = TransactionParty(
                     ctx.datasite,
                     as_nanosecond_dates(frame),
                     ctx.home,
-                    public,
-                    plan,
+                    admission.public,
+                    admission.plan,
                     data_scientist=caller,
-                    request_id=run_id,
+                    request_id=admission.run_id,
                 )
-            entry = (party, model_orders(party.model))
-            _CACHE[key] = entry
-    return entry
+            _CACHE[key] = party
+    return party
 
 
 def transaction_call_impl(
@@ -550,45 +673,61 @@ def transaction_call_impl(
     * ``evaluate``: ``{"theta", "z", "split"}`` -> the metrics dict.
 
     ``theta`` and ``previous`` are :func:`encode_model_dict` strings (model 1's tensors in the
-    public order).
+    public order). The plan, the contract and every argument are checked before the private
+    frame is read (:func:`_admit`); what happens after that is a :func:`private_phase`.
 
     Shapes:
         z, z_grad: ``[C, H]``; sums: ``[C, m]``; counts: ``[C]``; z2, err, count: ``[D]``.
 
     Raises:
-        ConfigError: on an unknown method or a malformed payload.
+        ConfigError: on an unknown method, a malformed payload, or a plan or contract this
+            datasite refuses.
         BudgetExceededError: when the owner's cap refuses the release (nothing released).
+        ReleaseRefusedError: when the computation on private data failed (detail in the
+            owner's log).
     """
     if not isinstance(method, str) or method not in TRANSACTION_METHODS:
         raise ConfigError(
             f"unknown method {method!r:.60}; choose one of {list(TRANSACTION_METHODS)}"
         )
-    party, orders = _transaction_party(ctx, data, public)
+    admission = _admit(ctx, public, "transaction")
+    orders, cfg = admission.orders, admission.public.model_config
     args = _payload(payload)
     theta = decode_model_dict(_arg(args, "theta"), orders)
-    if method == "release_intra":
-        sums, counts, n = party.release_intra(theta)
-        return {"sums": _pack_tensor(sums), "counts": _pack_tensor(counts), "n": float(n)}
-    cfg = party.public.model_config
-    z = _tensor_arg(args, "z", (len(party.public.encoders.vocab.communities), cfg.z_dim))
-    if method == "release_calibration":
-        z2, err, count = party.release_calibration(theta, z)
-        return {"z2": _pack_tensor(z2), "err": _pack_tensor(err), "count": _pack_tensor(count)}
+    n_comm = len(admission.public.encoders.vocab.communities)
+    z = None if method == "release_intra" else _tensor_arg(args, "z", (n_comm, cfg.z_dim))
+    split, round_index, previous = "test", 0, None
     if method == "evaluate":
-        split = str(args.get("split", "test"))
+        split = args.get("split", "test")
         if split not in ("val", "test"):
-            raise ConfigError(f"evaluate: split must be 'val' or 'test' (got {split!r})")
-        metrics = party.evaluate(theta, z, split)
-        return {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items()}
-    prev_text = _arg(args, "previous")
-    previous = decode_model_dict(prev_text, orders) if prev_text else None
-    reply = party.step(_round_arg(args, low=0), theta, z, previous)
-    return {
-        "theta": base64.b64encode(reply.theta.to_bytes()).decode("ascii"),
-        "z_grad": _pack_tensor(reply.z_grad),
-        "loss_sum": float(reply.loss_sum),
-        "nbytes": int(reply.nbytes),
-    }
+            raise ConfigError(f"evaluate: split must be 'val' or 'test' (got {split!r:.40})")
+    if method == "step":
+        round_index = _round_arg(args, low=0)
+        prev_text = _arg(args, "previous")
+        previous = decode_model_dict(prev_text, orders) if prev_text else None
+    with private_phase(ctx, method):
+        party = _transaction_party(ctx, data, admission)
+        if method == "release_intra":
+            sums, counts, n = party.release_intra(theta)
+            return {"sums": _pack_tensor(sums), "counts": _pack_tensor(counts), "n": float(n)}
+        assert z is not None
+        if method == "release_calibration":
+            z2, err, count = party.release_calibration(theta, z)
+            return {
+                "z2": _pack_tensor(z2),
+                "err": _pack_tensor(err),
+                "count": _pack_tensor(count),
+            }
+        if method == "evaluate":
+            metrics = party.evaluate(theta, z, split)
+            return {k: (v if isinstance(v, str) else float(v)) for k, v in metrics.items()}
+        reply = party.step(round_index, theta, z, previous)
+        return {
+            "theta": base64.b64encode(reply.theta.to_bytes()).decode("ascii"),
+            "z_grad": _pack_tensor(reply.z_grad),
+            "loss_sum": float(reply.loss_sum),
+            "nbytes": int(reply.nbytes),
+        }
 
 
 class _RegionState:
@@ -622,17 +761,15 @@ class _RegionState:
 
 
 def _region_state(
-    ctx: RemoteContext, comms: pd.DataFrame, mobility: pd.DataFrame, public_d: Mapping
+    ctx: RemoteContext, comms: pd.DataFrame, mobility: pd.DataFrame, admission: _Admission
 ) -> _RegionState:
     from fedmugrep.training.prepare import community_graph
 
-    key = ("region", _home_key(ctx.home), ctx.datasite, _caller(ctx), public_hash(public_d))
+    key = ("region", _home_key(ctx.home), ctx.datasite, _caller(ctx), admission.key)
     with _CACHE_LOCK:
         state = _CACHE.get(key)
         if state is None:
-            public, plan, run_id = public_from_constant(public_d)
-            if not plan.region_events(len(public.encoders.vocab.communities)):
-                _require_exact_release_allowed(ctx.home, "region representations z")
+            public, plan, run_id = admission.public, admission.plan, admission.run_id
             cg = community_graph(public.encoders, public.graph_config, comms, mobility)
             width = int(cg.attrs.shape[1])
             if width != public.model_config.attr_dim:
@@ -641,8 +778,7 @@ def _region_state(
                     f"ModelConfig says attr_dim={public.model_config.attr_dim}; derive attr_dim "
                     "from the region datasite's mock (same columns)"
                 )
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-            folder = ctx.home / "fedmugrep_region" / safe
+            folder = ctx.home / "fedmugrep_region" / run_id
             with torch.random.fork_rng(devices=[]):
                 party = RegionParty(
                     cg,
@@ -681,29 +817,42 @@ def region_call_impl(
     * ``restore``: ``{"round"}`` -> ``{"round"}``: load that round's snapshot (the
       coordinator's best-validation model). Model 2's parameters never leave the datasite.
 
+    As on a transaction datasite, the plan, contract and arguments are checked before the
+    private tables are read; the rest is a :func:`private_phase`.
+
     Shapes:
         pooled: ``[C, m]``; z, z_grad: ``[C, H]``.
 
     Raises:
-        ConfigError: on an unknown method, a malformed payload, a round without snapshot, or
-            when the owner has not allowed exact releases (``z`` is not noised yet).
+        ConfigError: on an unknown method, a malformed payload, a round without snapshot, a
+            plan or contract this datasite refuses, or when the owner has not allowed exact
+            releases and the plan releases ``z`` without noise.
     """
     if not isinstance(method, str) or method not in REGION_METHODS:
         raise ConfigError(f"unknown method {method!r:.60}; choose one of {list(REGION_METHODS)}")
-    state = _region_state(ctx, data, mobility, public)
-    party = state.party
+    admission = _admit(ctx, public, "region")
     args = _payload(payload)
     round_index = _round_arg(args, low=-1)
-    n_comm, cfg = party.comm.num_communities, party.model.cfg
+    n_comm, cfg = len(admission.public.encoders.vocab.communities), admission.public.model_config
+    pooled = grad = None
     if method == "forward":
         pooled = _tensor_arg(args, "pooled", (n_comm, cfg.intra_width))
+    elif method == "backward":
+        grad = _tensor_arg(args, "z_grad", (n_comm, cfg.z_dim))
+    state = _region_state(ctx, data, mobility, admission)
+    party = state.party
+    if method == "forward":
+        assert pooled is not None
         state.folder.mkdir(parents=True, exist_ok=True)
         np.save(state.intra_file, pooled.numpy(), allow_pickle=False)
-        return {"z": _pack_tensor(party.forward(round_index, pooled))}
+        with private_phase(ctx, method):
+            return {"z": _pack_tensor(party.forward(round_index, pooled))}
     if method == "backward":
         if party._intra is None:
             raise ConfigError("backward needs a forward first; call forward for this round")
-        z = party.backward(round_index, _tensor_arg(args, "z_grad", (n_comm, cfg.z_dim)))
+        assert grad is not None
+        with private_phase(ctx, method):
+            z = party.backward(round_index, grad)
         torch.save(party.model.state_dict(), state.snapshot_file(round_index))
         state.last_round = round_index
         return {"round": round_index, "z": _pack_tensor(z)}
@@ -1247,3 +1396,71 @@ class SyftRegionParty:
 
     def __repr__(self) -> str:
         return f"SyftRegionParty({self.name!r}, calls={len(self.calls)})"
+
+
+# ============================================================================ owner's review
+def review_lines(constants: Mapping[str, Any], *, role: str, call_cap: int | None) -> list[str]:
+    """The privacy lines that lead a federation request's review sheet, computed with the
+    datasite's own admission code (:func:`_admit`'s checks) from the pinned constants; empty
+    when the request pins no federation plan."""
+    from fedmugrep.federation.admission import review_summary
+    from fedmugrep.federation.syft_contract import PrivacyContract
+
+    public_d = next(
+        (
+            v
+            for v in constants.values()
+            if isinstance(v, Mapping) and v.get("schema") == PUBLIC_SCHEMA
+        ),
+        None,
+    )
+    if public_d is None:
+        return []
+    contract_d = next(
+        (
+            v
+            for v in constants.values()
+            if isinstance(v, Mapping)
+            and str(v.get("schema", "")).startswith("fedmugrep.privacy-contract")
+        ),
+        None,
+    )
+    try:
+        public, plan, _ = public_from_constant(public_d)
+        n_comm = len(public.encoders.vocab.communities)
+        claimed = PrivacyContract.from_dict(contract_d) if contract_d is not None else None
+        if role == "region":
+            derived = region_contract(plan, n_communities=n_comm)
+        else:
+            laplace = plan.privacy is not None and plan.privacy.update_mechanism == "laplace"
+            n_coords = update_coordinates(public.model_config) if laplace else None
+            derived = transaction_contract(plan, n_coords=n_coords)
+        if claimed is not None:
+            check_contract_claims(claimed, derived)
+    except FedMugRepError as exc:
+        return review_summary(
+            plan=None, role=role, n_communities=0, call_cap=call_cap, refusal=str(exc)
+        )
+    return review_summary(
+        plan=plan, role=role, n_communities=n_comm, call_cap=call_cap, claimed=claimed
+    )
+
+
+def describe_public_constant(value: Mapping[str, Any]) -> str:
+    """A few lines for the public constant instead of its JSON (weights and vocabularies are
+    summarised by size and digest)."""
+    enc = value.get("encoders", {}) if isinstance(value, Mapping) else {}
+    init = value.get("init_region") if isinstance(value, Mapping) else None
+    digest = public_hash(value)[:16]
+    return "\n".join(
+        [
+            f"public artefacts (sha256 {digest}…): run id {value.get('run_id')!r}, "
+            f"{len(enc.get('communities', []))} communities, "
+            f"{len(enc.get('districts', []))} districts, split dates "
+            f"{value.get('val_start')} / {value.get('test_start')}",
+            f"  graph_config: {value.get('graph_config')}",
+            f"  model_config: {value.get('model_config')}",
+            "  initial region weights: "
+            + ("none" if not init else f"{len(init)} tensors (public, from mock pretraining)"),
+        ]
+    )

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import signal
 import socket
@@ -80,6 +81,7 @@ from fedmugrep.errors import (
     FedMugRepError,
     RequestDeniedError,
 )
+from fedmugrep.federation.owner_files import enforce_private_home, private_umask
 from fedmugrep.federation.syft_config import (
     DatasiteConfig,
     load_datasite_config,
@@ -131,6 +133,8 @@ __all__ = [
 
 Mode = Literal["inprocess", "http"]
 RequestStatusName = Literal["pending", "approved", "rejected"]
+
+_LOG = logging.getLogger("fedmugrep.federation")
 
 #: Types a non-pinned argument of a remote function may be declared with (PySyft ``UserOwned``).
 ALLOWED_ARG_TYPES: tuple[type, ...] = (str, float, int, bool, dict, list, set, tuple)
@@ -207,17 +211,32 @@ class DatasiteHandle:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, reset: bool = False) -> DatasiteHandle:
-        """Start the datasite (called by :func:`launch_datasite`)."""
+        """Start the datasite (called by :func:`launch_datasite`).
+
+        The home is made private first (folders 0700, files 0600; a warning on the
+        ``fedmugrep.federation`` logger names what had to be repaired), and everything the
+        start creates is private (see :mod:`fedmugrep.federation.owner_files`).
+
+        Raises:
+            ConfigError: in HTTP mode, on a non-loopback host without ``allow_remote``.
+        """
         if self.running:
             raise FedMugRepError(f"datasite '{self.name}' is already running; stop() it first")
         t0 = time.perf_counter()
+        remote_warning = self.config.check_serving_host() if self.mode == "http" else ""
+        enforce_private_home(self.config.home)
+        if remote_warning:
+            _LOG.warning(remote_warning)
+        with private_umask():  # the home, datasite.toml, server.log; inherited by the server
+            if self.mode == "inprocess":
+                with quiet_syft():
+                    self._server = build_datasite(
+                        self.config, reset=reset, deployment="python", password=self._password
+                    )
+            else:
+                self._start_http(reset=reset)
         if self.mode == "inprocess":
-            with quiet_syft():
-                self._server = build_datasite(
-                    self.config, reset=reset, deployment="python", password=self._password
-                )
-        else:
-            self._start_http(reset=reset)
+            enforce_private_home(self.config.home)
         self.startup_seconds = time.perf_counter() - t0
         return self
 
@@ -228,6 +247,7 @@ class DatasiteHandle:
             if server is not None:
                 with quiet_syft():
                     server.stop()
+                enforce_private_home(self.config.home)  # what this process wrote meanwhile
             return
         proc, self._process = self._process, None
         if proc is None:
@@ -372,12 +392,19 @@ def launch_datasite(
     Returns:
         A running :class:`DatasiteHandle`.
 
+    The home stays private to the data owner: it is repaired at every start (folders 0700,
+    files 0600, with a warning naming what was not) and whatever the datasite creates is
+    created private (:mod:`fedmugrep.federation.owner_files`).
+
     Raises:
-        ConfigError: on a bad mode, a busy port or a missing admin password.
+        ConfigError: on a bad mode, a busy port, a missing admin password, or (HTTP mode) a
+            non-loopback host without ``config.allow_remote``.
         FedMugRepError: when the server does not come up (the message quotes its log).
     """
     if mode not in ("inprocess", "http"):
         raise ConfigError(f"mode must be 'inprocess' or 'http' (got {mode!r}); pick one")
+    if mode == "http":
+        config.check_serving_host()
     password = config.resolve_admin_password()
     auto_port = mode == "http" and config.port is None
     if auto_port:
@@ -772,6 +799,9 @@ def describe_request(request: Any) -> str:
             else:
                 uid = getattr(rule, "val", rule)
                 pinned.append(f"{arg} -> {_asset_label(code, uid)}")
+        role = "region" if "mobility" in rules else "transaction"
+        cap = (code.output_policy_init_kwargs or {}).get("max_calls")
+        lines[1:1] = _federation_review_lines(constants, role=role, call_cap=cap)
         lines.append(f"  pinned data  : {', '.join(pinned) or '(none)'}")
         lines.append(f"  per-call args: {', '.join(per_call) or '(none)'}")
         lines.append(f"  output policy: {_output_policy_label(code)}")
@@ -785,6 +815,22 @@ def describe_request(request: Any) -> str:
             lines.append("  output policy code:")
             lines.extend("    " + ln for ln in policy_src.rstrip().splitlines())
     return "\n".join(lines)
+
+
+def request_refusal(request: Any) -> str | None:
+    """Why this datasite's admission would refuse every call of a federation request (its
+    pinned plan, artefacts or contract), or ``None`` when it would serve it (or pins no plan).
+    """
+    with quiet_syft():
+        code = request.code
+        rules = _flat_input_rules(code)
+        cap = (code.output_policy_init_kwargs or {}).get("max_calls")
+    constants = {a: r.val for a, r in rules.items() if type(r).__name__ == "Constant"}
+    role = "region" if "mobility" in rules else "transaction"
+    lines = _federation_review_lines(constants, role=role, call_cap=cap)
+    if lines and "REFUSES" in lines[0]:
+        return lines[1].strip()
+    return None
 
 
 def request_contract(request: Any) -> PrivacyContract | None:
@@ -834,7 +880,22 @@ def _output_policy_label(code: Any) -> str:
     return f"{getattr(kind, '__name__', kind)}({args})"
 
 
+def _federation_review_lines(
+    constants: Mapping[str, Any], *, role: str, call_cap: Any
+) -> list[str]:
+    # deferred: syft_parties pulls in the party code (torch), which light commands skip
+    from fedmugrep.federation.syft_parties import review_lines
+
+    return review_lines(
+        constants, role=role, call_cap=call_cap if isinstance(call_cap, int) else None
+    )
+
+
 def _describe_constant(value: Any) -> str:
+    from fedmugrep.federation.syft_parties import PUBLIC_SCHEMA, describe_public_constant
+
+    if isinstance(value, Mapping) and value.get("schema") == PUBLIC_SCHEMA:
+        return describe_public_constant(value)
     if isinstance(value, Mapping) and value.get("schema", "").startswith(
         "fedmugrep.privacy-contract"
     ):

@@ -47,6 +47,7 @@ from fedmugrep.errors import ConfigError, PrivacyParameterError
 from fedmugrep.federation.syft_contract import PrivacyContract
 from fedmugrep.federation.syft_parties import (
     PUBLIC_SCHEMA,
+    _admit,
     _arg,
     _finite_float32,
     _pack_tensor,
@@ -54,9 +55,11 @@ from fedmugrep.federation.syft_parties import (
     _tensor_arg,
     _transaction_party,
     _unpack_numeric,
+    private_phase,
 )
 from fedmugrep.federation.syft_remote import RemoteContext, pack_array
-from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, OUTPUT_COLUMNS
+from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, OUTPUT_COLUMNS, PrivateAppraisal
+from fedmugrep.models.mugrep import EventModel
 
 __all__ = [
     "APPRAISAL_FUNCTION",
@@ -196,15 +199,24 @@ def appraisal_call_impl(
             f"the pinned contract is not an appraisal contract (mechanisms "
             f"{list(contract.mechanisms)}); build it with appraisal_contract(...)"
         )
-    party, _ = _transaction_party(ctx, data, public)
+    # the plan and the arguments are checked before the private frame is read
+    admission = _admit(ctx, public, "transaction", check_claims=False)
     args = _payload(payload)
-    theta = _theta_arg(args, party.model)
-    cfg = party.public.model_config
-    z = _tensor_arg(args, "z", (len(party.public.encoders.vocab.communities), cfg.z_dim))
+    with torch.random.fork_rng(devices=[]):
+        model = EventModel(admission.public.model_config)
+    theta = _theta_arg(args, model)
+    cfg = admission.public.model_config
+    z = _tensor_arg(args, "z", (len(admission.public.encoders.vocab.communities), cfg.z_dim))
     properties, id_column = _properties_arg(args)
-    table = party.appraise(
-        theta, z, properties, epsilon=contract.epsilon_per_release, id_column=id_column
+    # the properties are the data scientist's: their errors are theirs to read
+    PrivateAppraisal(
+        admission.public, properties, epsilon=contract.epsilon_per_release, id_column=id_column
     )
+    with private_phase(ctx, "appraise"):
+        party = _transaction_party(ctx, data, admission)
+        table = party.appraise(
+            theta, z, properties, epsilon=contract.epsilon_per_release, id_column=id_column
+        )
     return {
         "table": table.to_json(orient="split", index=False, double_precision=15),
         "summary": dict(table.attrs.get("appraisal", {})),

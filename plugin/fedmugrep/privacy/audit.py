@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from fedmugrep.privacy.ledger import (
     Ledger,
     LedgerEntry,
     LedgerHead,
+    LedgerProblem,
     VerificationReport,
 )
+from fedmugrep.privacy.witness import check_witness
 
 __all__ = ["AuditReport", "audit_report", "export", "render_table"]
 
@@ -106,6 +108,20 @@ def audit_report(
     verification = None
     if verify or expected_head is not None:
         verification = ledger.verify(expected_head=expected_head)
+        # the release index beside the ledger is a second record: it catches a ledger that
+        # was deleted, replaced or truncated without needing a head recorded earlier
+        witness = check_witness(ledger, raise_on_missing=False)
+        if not witness.ok:
+            problem = LedgerProblem(
+                "truncated",
+                (),
+                f"the ledger lacks {witness.missing} of the {witness.recorded} charged releases "
+                f"recorded in the release index ({', '.join(str(f) for f in witness.files)}): "
+                "entries were deleted, or the ledger was replaced or truncated",
+            )
+            verification = replace(
+                verification, ok=False, problems=(*verification.problems, problem)
+            )
     return AuditReport(
         ledger=str(ledger.path),
         head=ledger.head(),

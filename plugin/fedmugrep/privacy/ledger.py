@@ -32,12 +32,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import pickle
 import sqlite3
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -405,6 +406,10 @@ class Ledger:
                     (GENESIS_HASH,),
                 )
                 conn.execute("COMMIT")
+            # owner-only: the ledger names data scientists and what they received
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(OSError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
 
     def __repr__(self) -> str:
         return f"Ledger(path={str(self.path)!r})"
