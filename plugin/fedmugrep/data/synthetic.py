@@ -68,6 +68,32 @@ on log price the best MAE is ``E|eps| = sigma sqrt(2/pi)``; in currency the MAE-
 predictor is the median ``exp(mu_i)`` and its MAE is ``exp(mu_i) e^{sigma²/2} (2 Φ(sigma) - 1)``.
 The floor assumes an oracle that knows ``m`` and every agency's past sales; a single agency
 or a learned model sits above it.
+
+Code layout: :func:`make_city` composes one function per step. Each is a function of the config,
+the results of earlier steps and, when it draws, its own stream from :func:`_spawn_streams`:
+:func:`_place_communities` (1); :func:`_draw_coefficients` (4, run before 2 since
+``income_index`` depends on ``a_d``); :func:`_draw_attributes` (2); :func:`_draw_mobility` (3);
+:func:`_draw_sales` with :func:`_draw_profiles`, then :func:`_sort_by_date` (5);
+:func:`_community_effect` and :func:`_structural_mean` (6); :func:`_draw_residuals` (7);
+:func:`_cover_districts` and :func:`_assign_agencies` (8). :func:`_transactions_frame`,
+:func:`_truth_frame` and :func:`_metadata` assemble the outputs.
+
+Example:
+    >>> from fedmugrep.data.synthetic import CityConfig, make_city
+    >>> city = make_city(CityConfig(seed=1, n_transactions=500))
+    >>> city.transactions.shape, city.communities.shape, city.mobility.shape
+    ((500, 13), (60, 10), (480, 3))
+    >>> city.agencies
+    ['agency1', 'agency2', 'agency3']
+    >>> make_city(CityConfig(seed=1, n_transactions=500)).truth.equals(city.truth)
+    True
+
+    A step can be run on its own; the map depends only on the config and its stream:
+
+    >>> from fedmugrep.data.synthetic import _place_communities, _spawn_streams
+    >>> geo = _place_communities(city.config, _spawn_streams(city.config.seed)["geometry"])
+    >>> bool((geo.lat == city.communities["lat"].to_numpy()).all())
+    True
 """
 
 from __future__ import annotations
@@ -224,125 +250,10 @@ class CityConfig:
     extra_districts_per_agency: int = 1
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-                raise ConfigError(
-                    f"{name} must be an integer >= {minimum} (got {v!r}); pass e.g. "
-                    f"{name}={max(minimum, 1) * 2}"
-                )
-
-        def positive(name: str) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"{name} must be > 0 (got {v!r}); pass a positive value")
-
-        def finite(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number (got {v!r})")
-
-        for name in ("seed", "extra_districts_per_agency"):
-            positive_int(name, 0)
-        for name in (
-            "n_transactions",
-            "n_agencies",
-            "n_districts",
-            "n_communities",
-            "n_months",
-            "mobility_top_k",
-            "max_recent",
-            "window_days",
-            "n_bumps",
-        ):
-            positive_int(name)
-        for name in (
-            "width_km",
-            "height_km",
-            "location_sd_m",
-            "population_median",
-            "area_median_m2",
-            "area_min_m2",
-            "area_max_m2",
-            "base_price_per_m2",
-            "reference_area_m2",
-            "sigma",
-            "primary_boost",
-        ):
-            positive(name)
-        for name in (
-            "population_log_sd",
-            "mobility_noise_log_sd",
-            "area_log_sd",
-            "district_level_sd",
-            "district_trend_sd",
-            "attribute_coef_sd",
-        ):
-            finite(name)
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)!r})")
-        for name in (
-            "center_lat",
-            "center_lon",
-            "seasonality",
-            "area_coef",
-            "district_trend_mean",
-            *PROFILE_COEFFICIENTS,
-            "rho",
-        ):
-            finite(name)
-        if not -80 <= self.center_lat <= 80 or not -180 <= self.center_lon <= 180:
-            raise ConfigError(
-                f"center_lat/center_lon must be in [-80, 80] x [-180, 180] (got "
-                f"{self.center_lat}, {self.center_lon})"
-            )
-        if not 0 <= self.rho < 1:
-            raise ConfigError(f"rho must be in [0, 1) (got {self.rho}); pass a value below 1")
-        if not 0 <= self.seasonality < 1:
-            raise ConfigError(f"seasonality must be in [0, 1) (got {self.seasonality})")
-        if self.area_min_m2 >= self.area_max_m2:
-            raise ConfigError(
-                f"area_min_m2 must be < area_max_m2 (got {self.area_min_m2} >= {self.area_max_m2})"
-            )
-        if self.n_districts > self.n_communities:
-            raise ConfigError(
-                f"n_districts must be <= n_communities (got {self.n_districts} > "
-                f"{self.n_communities}); pass fewer districts or more communities"
-            )
-        if self.n_agencies > self.n_transactions:
-            raise ConfigError(
-                f"n_agencies must be <= n_transactions (got {self.n_agencies} > "
-                f"{self.n_transactions})"
-            )
-        try:
-            start = pd.Timestamp(self.start_date)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"start_date must be an ISO date (got {self.start_date!r}); pass e.g. '2021-01-01'"
-            ) from exc
-        if start != start.normalize():
-            raise ConfigError(f"start_date must be a date without time (got {self.start_date!r})")
-        object.__setattr__(self, "attribute_coef_mean", tuple(map(float, self.attribute_coef_mean)))
-        if len(self.attribute_coef_mean) != len(ATTRIBUTES):
-            raise ConfigError(
-                f"attribute_coef_mean must have {len(ATTRIBUTES)} values, one per attribute "
-                f"{ATTRIBUTES} (got {len(self.attribute_coef_mean)})"
-            )
-        for name in ("bump_amplitude", "bump_width_km"):
-            pair = tuple(map(float, getattr(self, name)))
-            if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
-                raise ConfigError(f"{name} must be (low, high) with 0 <= low <= high (got {pair})")
-            object.__setattr__(self, name, pair)
-        if self.bump_width_km[0] <= 0:
-            raise ConfigError(f"bump_width_km must be > 0 (got {self.bump_width_km})")
-        if self.agency_weights is not None:
-            w = tuple(map(float, self.agency_weights))
-            if len(w) != self.n_agencies or any(not math.isfinite(x) or x <= 0 for x in w):
-                raise ConfigError(
-                    f"agency_weights must be {self.n_agencies} positive numbers, one per agency "
-                    f"(got {self.agency_weights}); or leave it unset"
-                )
-            object.__setattr__(self, "agency_weights", w)
+        """Validate every field and store the tuple fields as tuples of floats."""
+        _check_scalars(self)
+        _check_relations(self)
+        _normalise_sequences(self)
 
     @property
     def start(self) -> pd.Timestamp:
@@ -401,6 +312,163 @@ class CityConfig:
             return cls.from_dict(city)
         except ConfigError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- config validation
+
+_COUNT_FIELDS: tuple[str, ...] = (
+    "n_transactions",
+    "n_agencies",
+    "n_districts",
+    "n_communities",
+    "n_months",
+    "mobility_top_k",
+    "max_recent",
+    "window_days",
+    "n_bumps",
+)
+_POSITIVE_FIELDS: tuple[str, ...] = (
+    "width_km",
+    "height_km",
+    "location_sd_m",
+    "population_median",
+    "area_median_m2",
+    "area_min_m2",
+    "area_max_m2",
+    "base_price_per_m2",
+    "reference_area_m2",
+    "sigma",
+    "primary_boost",
+)
+_SPREAD_FIELDS: tuple[str, ...] = (
+    "population_log_sd",
+    "mobility_noise_log_sd",
+    "area_log_sd",
+    "district_level_sd",
+    "district_trend_sd",
+    "attribute_coef_sd",
+)
+_FINITE_FIELDS: tuple[str, ...] = (
+    "center_lat",
+    "center_lon",
+    "seasonality",
+    "area_coef",
+    "district_trend_mean",
+    *PROFILE_COEFFICIENTS,
+    "rho",
+)
+
+
+def _require_int(cfg: CityConfig, name: str, minimum: int = 1) -> None:
+    """Raise :class:`ConfigError` unless field ``name`` is an integer ``>= minimum`` (not bool)."""
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+        raise ConfigError(
+            f"{name} must be an integer >= {minimum} (got {v!r}); pass e.g. "
+            f"{name}={max(minimum, 1) * 2}"
+        )
+
+
+def _require_positive(cfg: CityConfig, name: str) -> None:
+    """Raise :class:`ConfigError` unless field ``name`` is a finite number ``> 0``."""
+    v = getattr(cfg, name)
+    if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name} must be > 0 (got {v!r}); pass a positive value")
+
+
+def _require_finite(cfg: CityConfig, name: str) -> None:
+    """Raise :class:`ConfigError` unless field ``name`` is a finite number (not bool)."""
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number (got {v!r})")
+
+
+def _check_scalars(cfg: CityConfig) -> None:
+    """Type and sign of every scalar field, one field at a time in a fixed order.
+
+    Raises:
+        ConfigError: naming the first field that is not valid on its own.
+    """
+    for name in ("seed", "extra_districts_per_agency"):
+        _require_int(cfg, name, 0)
+    for name in _COUNT_FIELDS:
+        _require_int(cfg, name)
+    for name in _POSITIVE_FIELDS:
+        _require_positive(cfg, name)
+    for name in _SPREAD_FIELDS:
+        _require_finite(cfg, name)
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0 (got {getattr(cfg, name)!r})")
+    for name in _FINITE_FIELDS:
+        _require_finite(cfg, name)
+
+
+def _check_relations(cfg: CityConfig) -> None:
+    """Ranges and relations between fields: map centre, ``rho``, areas, sizes, start date.
+
+    Raises:
+        ConfigError: naming the first violated condition.
+    """
+    if not -80 <= cfg.center_lat <= 80 or not -180 <= cfg.center_lon <= 180:
+        raise ConfigError(
+            f"center_lat/center_lon must be in [-80, 80] x [-180, 180] (got "
+            f"{cfg.center_lat}, {cfg.center_lon})"
+        )
+    if not 0 <= cfg.rho < 1:
+        raise ConfigError(f"rho must be in [0, 1) (got {cfg.rho}); pass a value below 1")
+    if not 0 <= cfg.seasonality < 1:
+        raise ConfigError(f"seasonality must be in [0, 1) (got {cfg.seasonality})")
+    if cfg.area_min_m2 >= cfg.area_max_m2:
+        raise ConfigError(
+            f"area_min_m2 must be < area_max_m2 (got {cfg.area_min_m2} >= {cfg.area_max_m2})"
+        )
+    if cfg.n_districts > cfg.n_communities:
+        raise ConfigError(
+            f"n_districts must be <= n_communities (got {cfg.n_districts} > "
+            f"{cfg.n_communities}); pass fewer districts or more communities"
+        )
+    if cfg.n_agencies > cfg.n_transactions:
+        raise ConfigError(
+            f"n_agencies must be <= n_transactions (got {cfg.n_agencies} > {cfg.n_transactions})"
+        )
+    try:
+        start = pd.Timestamp(cfg.start_date)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"start_date must be an ISO date (got {cfg.start_date!r}); pass e.g. '2021-01-01'"
+        ) from exc
+    if start != start.normalize():
+        raise ConfigError(f"start_date must be a date without time (got {cfg.start_date!r})")
+
+
+def _normalise_sequences(cfg: CityConfig) -> None:
+    """Check the tuple fields and store them as tuples of floats on the (frozen) ``cfg``.
+
+    Raises:
+        ConfigError: ``attribute_coef_mean`` of the wrong length, a bad ``(low, high)`` range,
+            or ``agency_weights`` that are not one positive number per agency.
+    """
+    object.__setattr__(cfg, "attribute_coef_mean", tuple(map(float, cfg.attribute_coef_mean)))
+    if len(cfg.attribute_coef_mean) != len(ATTRIBUTES):
+        raise ConfigError(
+            f"attribute_coef_mean must have {len(ATTRIBUTES)} values, one per attribute "
+            f"{ATTRIBUTES} (got {len(cfg.attribute_coef_mean)})"
+        )
+    for name in ("bump_amplitude", "bump_width_km"):
+        pair = tuple(map(float, getattr(cfg, name)))
+        if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
+            raise ConfigError(f"{name} must be (low, high) with 0 <= low <= high (got {pair})")
+        object.__setattr__(cfg, name, pair)
+    if cfg.bump_width_km[0] <= 0:
+        raise ConfigError(f"bump_width_km must be > 0 (got {cfg.bump_width_km})")
+    if cfg.agency_weights is not None:
+        w = tuple(map(float, cfg.agency_weights))
+        if len(w) != cfg.n_agencies or any(not math.isfinite(x) or x <= 0 for x in w):
+            raise ConfigError(
+                f"agency_weights must be {cfg.n_agencies} positive numbers, one per agency "
+                f"(got {cfg.agency_weights}); or leave it unset"
+            )
+        object.__setattr__(cfg, "agency_weights", w)
 
 
 @dataclass(frozen=True, eq=False)
@@ -507,7 +575,232 @@ def bayes_floor(
 # --------------------------------------------------------------------------- generation
 
 
+def make_city(config: CityConfig | None = None) -> SyntheticCity:
+    """Generate the synthetic city described in the module docstring.
+
+    Runs the steps of the model in turn, each on its own child stream of
+    ``SeedSequence(config.seed)`` (see :func:`_spawn_streams`).
+
+    Args:
+        config: parameters; default ``CityConfig()`` (seed 0, 12 000 transactions, 3 agencies).
+
+    Returns:
+        The city, deterministic for ``config``.
+
+    Raises:
+        ConfigError: an agency ends up without transactions (too few transactions).
+    """
+    cfg = CityConfig() if config is None else config
+    if not isinstance(cfg, CityConfig):
+        raise ConfigError(f"config must be a CityConfig (got {type(cfg).__name__})")
+    rngs = _spawn_streams(cfg.seed)
+    geo = _place_communities(cfg, rngs["geometry"])
+    coefs = _draw_coefficients(cfg, rngs["coefficients"])
+    communities = _draw_attributes(cfg, geo, coefs.district_level, rngs["attributes"])
+    population = communities["population"].to_numpy(dtype=np.float64)
+    effect = _community_effect(communities, geo.xy, coefs)
+    mobility = _draw_mobility(cfg, geo, population, rngs["mobility"])
+    sales = _sort_by_date(_draw_sales(cfg, geo.xy, population, rngs["transactions"]))
+    district = geo.district[sales.community]
+    m = _structural_mean(cfg, district, coefs, effect.effect, sales)
+    resid = _draw_residuals(cfg, sales, rngs["residuals"])
+    price = np.round(np.exp(m + resid.e))
+    coverage = _cover_districts(cfg, geo.district, population, rngs["agencies"])
+    agency = _assign_agencies(cfg, district, coverage, rngs["agencies"])
+    ids = _transaction_ids(cfg.n_transactions)
+    truth = _truth_frame(cfg, ids, agency, m, resid)
+    return SyntheticCity(
+        config=cfg,
+        transactions=_transactions_frame(cfg, geo, sales, ids, price),
+        communities=communities,
+        mobility=mobility,
+        truth=truth,
+        metadata=_metadata(cfg, geo, coefs, effect, coverage, agency, truth, len(mobility)),
+    )
+
+
+@dataclass(frozen=True)
+class _Map:
+    """Community centres and districts (step 1).
+
+    Attributes:
+        xy: ``[n_c, 2]`` centres in km, projected back from the rounded ``lat``/``lon``.
+        lat: ``[n_c]`` centre latitudes, rounded to 6 decimals.
+        lon: ``[n_c]`` centre longitudes, rounded to 6 decimals.
+        district_centres: ``[n_d]`` indices of the communities that are district centres.
+        district: ``[n_c]`` district index of each community.
+        community_names: ``[n_c]`` ``C001``, ``C002``, ...
+        district_names: ``[n_d]`` ``D1``, ``D2``, ...
+    """
+
+    xy: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    district_centres: np.ndarray
+    district: np.ndarray
+    community_names: np.ndarray
+    district_names: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Coefficients:
+    """Coefficients of the structural mean (step 4).
+
+    Attributes:
+        district_level: ``[n_d]`` ``a_d``.
+        district_trend: ``[n_d]`` ``b_d`` (log-price per year).
+        attribute_weights: ``[5]`` ``w_k``, in :data:`ATTRIBUTES` order.
+        bump_xy: ``[n_bumps, 2]`` bump centres ``c_q`` in km.
+        bump_amplitude: ``[n_bumps]`` signed amplitudes ``A_q``.
+        bump_width: ``[n_bumps]`` widths ``s_q`` in km.
+    """
+
+    district_level: np.ndarray
+    district_trend: np.ndarray
+    attribute_weights: np.ndarray
+    bump_xy: np.ndarray
+    bump_amplitude: np.ndarray
+    bump_width: np.ndarray
+
+
+@dataclass(frozen=True)
+class _CommunityEffect:
+    """Per-community part of the structural mean, ``w · z_c + f(c)`` (step 6).
+
+    Attributes:
+        effect: ``[n_c]`` ``w · z_c + f(c)``.
+        attribute_mean: ``[5]`` means used to standardise the attributes.
+        attribute_std: ``[5]`` standard deviations used (1 where an attribute is constant).
+    """
+
+    effect: np.ndarray
+    attribute_mean: np.ndarray
+    attribute_std: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Sales:
+    """Drawn transactions (step 5), one entry per sale in every array.
+
+    Attributes:
+        community: community index.
+        xy: ``[n, 2]`` location in km.
+        day: days since ``start_date``.
+        area_m2: floor area, 1 decimal.
+        rooms: number of rooms.
+        property_type: ``"studio"``, ``"house"`` or ``"apartment"`` (object array).
+        house: ``property_type == "house"``.
+        studio: ``property_type == "studio"``.
+        floor: floor (0 for houses).
+        building_age: age in years.
+        parking: whether the property has parking.
+    """
+
+    community: np.ndarray
+    xy: np.ndarray
+    day: np.ndarray
+    area_m2: np.ndarray
+    rooms: np.ndarray
+    property_type: np.ndarray
+    house: np.ndarray
+    studio: np.ndarray
+    floor: np.ndarray
+    building_age: np.ndarray
+    parking: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Residuals:
+    """Residuals of the recursion (step 7), for sales in (date, id) order.
+
+    Attributes:
+        e: residuals ``e_i``.
+        eps: innovations ``eps_i``.
+        prior_mean: ``mean_{P(i)} e_j`` (0 for an empty ``P(i)``).
+        priors: ``P(i)`` as positions into the sorted sales.
+    """
+
+    e: np.ndarray
+    eps: np.ndarray
+    prior_mean: np.ndarray
+    priors: list[list[int]]
+
+
+@dataclass(frozen=True)
+class _Coverage:
+    """Which agencies cover which districts (step 8).
+
+    Attributes:
+        weights: ``[n_a]`` normalised agency weights.
+        primary: ``[n_d]`` primary agency of each district.
+        districts: per agency, the set of district indices it covers.
+    """
+
+    weights: np.ndarray
+    primary: np.ndarray
+    districts: list[set[int]]
+
+
+def _spawn_streams(seed: int) -> dict[str, np.random.Generator]:
+    """One PCG64 generator per component, the children of ``SeedSequence(seed)``.
+
+    Args:
+        seed: ``CityConfig.seed``.
+
+    Returns:
+        ``{component: generator}`` for every name in ``_STREAMS``, child ``k`` going to the
+        ``k``-th name, so a change in how one component draws leaves the others' draws as
+        they are.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in children), strict=True))
+
+
+def _place_communities(cfg: CityConfig, rng: np.random.Generator) -> _Map:
+    """Step 1: community centres uniform in the box, districts by farthest-point sampling.
+
+    Centres are rounded to 6 decimals of latitude/longitude and projected back, so the
+    distances used later are those of the written coordinates.
+
+    Args:
+        cfg: the city configuration.
+        rng: the ``geometry`` stream.
+
+    Returns:
+        The centres, their names and their districts.
+    """
+    n_c, n_d = cfg.n_communities, cfg.n_districts
+    lat0, lon0 = cfg.center_lat, cfg.center_lon
+    half_w, half_h = cfg.width_km / 2, cfg.height_km / 2
+    xy = np.column_stack([rng.uniform(-half_w, half_w, n_c), rng.uniform(-half_h, half_h, n_c)])
+    lat, lon = km_to_degrees(xy[:, 0], xy[:, 1], lat0, lon0)
+    lat, lon = np.round(lat, 6), np.round(lon, 6)
+    xy = project_km(lat, lon, lat0, lon0)
+    centres = _farthest_points(xy, n_d, rng)
+    dist = np.linalg.norm(xy[:, None, :] - xy[None, centres, :], axis=2)
+    width = max(3, len(str(n_c)))
+    return _Map(
+        xy=xy,
+        lat=lat,
+        lon=lon,
+        district_centres=centres,
+        district=np.argmin(dist, axis=1),
+        community_names=np.array([f"C{i + 1:0{width}d}" for i in range(n_c)], dtype=object),
+        district_names=np.array([f"D{j + 1}" for j in range(n_d)], dtype=object),
+    )
+
+
 def _farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` points of ``xy``: a random first one, then each farthest from the chosen.
+
+    Args:
+        xy: ``[n, 2]`` points.
+        k: how many to choose (``<= n``).
+        rng: draws the first point.
+
+    Returns:
+        ``[k]`` indices, in the order chosen.
+    """
     chosen = [int(rng.integers(len(xy)))]
     dist = np.linalg.norm(xy - xy[chosen[0]], axis=1)
     for _ in range(k - 1):
@@ -517,28 +810,277 @@ def _farthest_points(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
     return np.array(chosen)
 
 
-def _primary_agencies(mass: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Primary agency of each district: greedy packing of district mass to match the weights.
+def _draw_coefficients(cfg: CityConfig, rng: np.random.Generator) -> _Coefficients:
+    """Step 4: district levels and trends, attribute weights and the Gaussian bumps of ``f``.
 
-    Districts in decreasing expected share (ties by index) go to the agency with the largest
-    remaining deficit ``weight - assigned share``; then, while some agency has no district and
-    another has two or more, the latter's smallest district moves to it.
+    Drawn before the attributes of step 2, whose ``income_index`` depends on ``a_d``.
+
+    Args:
+        cfg: the city configuration.
+        rng: the ``coefficients`` stream.
+
+    Returns:
+        The drawn coefficients.
     """
-    n_d, n_a = len(mass), len(weights)
-    owner = np.full(n_d, -1, dtype=np.int64)
-    assigned = np.zeros(n_a)
-    for d in np.lexsort((np.arange(n_d), -mass)):
-        a = int(np.argmax(weights - assigned))
-        owner[d] = a
-        assigned[a] += mass[d]
-    for a in range(n_a):
-        counts = np.bincount(owner, minlength=n_a)
-        if counts[a] > 0 or counts.max() < 2:
-            continue
-        donor = int(np.argmax(counts))
-        mine = np.flatnonzero(owner == donor)
-        owner[mine[np.argmin(mass[mine])]] = a
-    return owner
+    n_d, n_q = cfg.n_districts, cfg.n_bumps
+    half_w, half_h = cfg.width_km / 2, cfg.height_km / 2
+    district_level = rng.normal(0.0, cfg.district_level_sd, n_d)
+    district_trend = rng.normal(cfg.district_trend_mean, cfg.district_trend_sd, n_d)
+    weights = rng.normal(np.array(cfg.attribute_coef_mean), cfg.attribute_coef_sd)
+    bump_xy = np.column_stack(
+        [rng.uniform(-half_w, half_w, n_q), rng.uniform(-half_h, half_h, n_q)]
+    )
+    amplitude = rng.uniform(*cfg.bump_amplitude, n_q) * rng.choice([-1.0, 1.0], n_q)
+    return _Coefficients(
+        district_level=district_level,
+        district_trend=district_trend,
+        attribute_weights=weights,
+        bump_xy=bump_xy,
+        bump_amplitude=amplitude,
+        bump_width=rng.uniform(*cfg.bump_width_km, n_q),
+    )
+
+
+def _draw_attributes(
+    cfg: CityConfig, geo: _Map, district_level: np.ndarray, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Step 2: the five community attributes and the population.
+
+    Args:
+        cfg: the city configuration.
+        geo: the map of step 1.
+        district_level: ``a_d`` of step 4 (enters ``income_index``).
+        rng: the ``attributes`` stream.
+
+    Returns:
+        The communities frame: ``community, district, lat, lon, <5 attributes>, population``.
+    """
+    n_c = cfg.n_communities
+    r = np.linalg.norm(geo.xy, axis=1)
+    attrs = {
+        "poi_count": rng.poisson(5 + 60 * np.exp(-r / 5)).astype(np.int64),
+        "pct_young": np.round(
+            np.clip(0.25 + 0.1 * np.exp(-r / 6) + rng.normal(0, 0.04, n_c), 0.05, 0.6), 4
+        ),
+        "income_index": np.round(
+            np.exp(0.5 * district_level[geo.district] + rng.normal(0, 0.15, n_c)), 4
+        ),
+        "green_share": np.round(rng.beta(2, 5, n_c), 4),
+        "transit_access": np.round(np.clip(1 - r / 14 + rng.normal(0, 0.08, n_c), 0, 1), 4),
+    }
+    population = np.maximum(
+        1, np.round(rng.lognormal(math.log(cfg.population_median), cfg.population_log_sd, n_c))
+    ).astype(np.int64)
+    return pd.DataFrame(
+        {
+            "community": geo.community_names,
+            "district": geo.district_names[geo.district],
+            "lat": geo.lat,
+            "lon": geo.lon,
+            **attrs,
+            "population": population,
+        }
+    )
+
+
+def _community_effect(
+    communities: pd.DataFrame, xy: np.ndarray, coefs: _Coefficients
+) -> _CommunityEffect:
+    """``w · z_c + f(c)``: standardised attributes times their weights plus the bump field.
+
+    Args:
+        communities: the frame of :func:`_draw_attributes`.
+        xy: ``[n_c, 2]`` community centres in km.
+        coefs: the coefficients of step 4.
+
+    Returns:
+        The effect per community and the standardisation used.
+    """
+    amat = np.column_stack([np.asarray(communities[a], dtype=np.float64) for a in ATTRIBUTES])
+    amean, astd = amat.mean(axis=0), amat.std(axis=0)
+    astd = np.where(astd > 0, astd, 1.0)
+    zc = (amat - amean) / astd
+    field_c = np.zeros(len(xy))
+    for q in range(len(coefs.bump_amplitude)):
+        d2 = np.sum((xy - coefs.bump_xy[q]) ** 2, axis=1)
+        field_c += coefs.bump_amplitude[q] * np.exp(-d2 / (2 * coefs.bump_width[q] ** 2))
+    return _CommunityEffect(
+        effect=zc @ coefs.attribute_weights + field_c, attribute_mean=amean, attribute_std=astd
+    )
+
+
+def _draw_mobility(
+    cfg: CityConfig, geo: _Map, population: np.ndarray, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Step 3: gravity flows with log-normal noise, the top destinations of each source.
+
+    Args:
+        cfg: the city configuration.
+        geo: the map of step 1.
+        population: ``[n_c]`` community populations (float).
+        rng: the ``mobility`` stream.
+
+    Returns:
+        ``src, dst, flow``: ``min(mobility_top_k, n_c - 1)`` rows per source, largest flow
+        first (ties by destination index).
+    """
+    n_c, names = cfg.n_communities, geo.community_names
+    dmat = np.linalg.norm(geo.xy[:, None, :] - geo.xy[None, :, :], axis=2)
+    grav = (
+        np.outer(population, population)
+        / (dmat + 1) ** 2
+        * np.exp(rng.normal(0, cfg.mobility_noise_log_sd, (n_c, n_c)))
+    )
+    grav = np.round(grav / 1e4, 3)
+    np.fill_diagonal(grav, -np.inf)
+    top = min(cfg.mobility_top_k, n_c - 1)
+    rows = []
+    for i in range(n_c if top > 0 else 0):
+        order = np.lexsort((np.arange(n_c), -grav[i]))[:top]
+        rows += [(names[i], names[j], float(grav[i, j])) for j in order]
+    return pd.DataFrame(rows, columns=["src", "dst", "flow"])
+
+
+def _draw_sales(
+    cfg: CityConfig, xy: np.ndarray, population: np.ndarray, rng: np.random.Generator
+) -> _Sales:
+    """Step 5: community, location and day of each sale, then its property profile.
+
+    Args:
+        cfg: the city configuration.
+        xy: ``[n_c, 2]`` community centres in km.
+        population: ``[n_c]`` community populations (float), the community weights.
+        rng: the ``transactions`` stream.
+
+    Returns:
+        The sales in draw order (see :func:`_sort_by_date`).
+    """
+    n, n_c = cfg.n_transactions, cfg.n_communities
+    n_days = int((cfg.end - cfg.start).days)
+    doy = (cfg.start + pd.to_timedelta(np.arange(n_days), unit="D")).dayofyear.to_numpy()
+    intensity = 1 + cfg.seasonality * np.sin(2 * np.pi * (doy - 80) / 365.25)
+    comm = rng.choice(n_c, size=n, p=population / population.sum())
+    txy = xy[comm] + rng.normal(0.0, cfg.location_sd_m / 1000, (n, 2))
+    day = rng.choice(n_days, size=n, p=intensity / intensity.sum())
+    return _Sales(community=comm, xy=txy, day=day, **_draw_profiles(cfg, rng))
+
+
+def _draw_profiles(cfg: CityConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Property profiles of step 5: area, rooms, type, floor, age and parking.
+
+    Args:
+        cfg: the city configuration.
+        rng: the ``transactions`` stream, after the community, location and day draws.
+
+    Returns:
+        The :class:`_Sales` fields from ``area_m2`` on, ``n_transactions`` entries each.
+    """
+    n = cfg.n_transactions
+    area = np.round(
+        np.clip(
+            rng.lognormal(math.log(cfg.area_median_m2), cfg.area_log_sd, n),
+            cfg.area_min_m2,
+            cfg.area_max_m2,
+        ),
+        1,
+    )
+    rooms = np.maximum(1, np.round(area / 25 + rng.normal(0, 0.6, n))).astype(np.int64)
+    u_type, u_house = rng.uniform(size=n), rng.uniform(size=n)
+    studio = (area < 35) & (u_type < 0.6)
+    house = ~studio & (u_house < 0.03 + 0.3 * (area > 110))
+    ptype = np.where(studio, "studio", np.where(house, "house", "apartment")).astype(object)
+    floor = np.where(house, 0, np.minimum(15, np.round(rng.exponential(3.0, n)))).astype(np.int64)
+    old = rng.uniform(size=n) < 0.35
+    age = np.where(old, np.round(rng.uniform(80, 120, n)), np.round(rng.gamma(2.0, 15.0, n)))
+    return {
+        "area_m2": area,
+        "rooms": rooms,
+        "property_type": ptype,
+        "house": house,
+        "studio": studio,
+        "floor": floor,
+        "building_age": np.clip(age, 0, 120).astype(np.int64),
+        "parking": rng.uniform(size=n) < np.where(house, 0.6, 0.25),
+    }
+
+
+def _sort_by_date(sales: _Sales) -> _Sales:
+    """The sales in (date, draw order) order, the order of the ids ``T000001``, ...
+
+    Args:
+        sales: sales in draw order.
+
+    Returns:
+        The same sales, every array reordered alike.
+    """
+    order = np.lexsort((np.arange(len(sales.day)), sales.day))
+    return _Sales(**{f.name: getattr(sales, f.name)[order] for f in dataclasses.fields(sales)})
+
+
+def _structural_mean(
+    cfg: CityConfig,
+    district: np.ndarray,
+    coefs: _Coefficients,
+    community_effect: np.ndarray,
+    sales: _Sales,
+) -> np.ndarray:
+    """Step 6: the structural mean ``m_i`` of each log price.
+
+    Args:
+        cfg: the city configuration.
+        district: ``[n]`` district index of each sale.
+        coefs: the coefficients of step 4.
+        community_effect: ``[n_c]`` ``w · z_c + f(c)`` (:func:`_community_effect`).
+        sales: the sales, in (date, id) order.
+
+    Returns:
+        ``[n]`` ``m_i``.
+    """
+    t_years = sales.day / 365.25
+    return (
+        _base_log(cfg)
+        + cfg.area_coef * np.log(sales.area_m2 / cfg.reference_area_m2)
+        + coefs.district_level[district]
+        + coefs.district_trend[district] * t_years
+        + community_effect[sales.community]
+        + cfg.rooms_coef * sales.rooms
+        + cfg.floor_coef * np.minimum(sales.floor, 10)
+        + cfg.ground_floor_coef * (sales.floor == 0)
+        + cfg.age_coef * sales.building_age
+        + cfg.age_sq_coef * sales.building_age**2
+        + cfg.house_coef * sales.house
+        + cfg.studio_coef * sales.studio
+        + cfg.parking_coef * sales.parking
+    )
+
+
+def _base_log(cfg: CityConfig) -> float:
+    """``log(base_price_per_m2 · reference_area_m2)``, the intercept of ``m_i``."""
+    return math.log(cfg.base_price_per_m2 * cfg.reference_area_m2)
+
+
+def _draw_residuals(cfg: CityConfig, sales: _Sales, rng: np.random.Generator) -> _Residuals:
+    """Step 7: innovations ``eps_i ~ N(0, sigma²)`` and the recursion of :func:`_recursion`.
+
+    Args:
+        cfg: the city configuration.
+        sales: the sales, in (date, id) order.
+        rng: the ``residuals`` stream.
+
+    Returns:
+        Residuals, innovations, prior means and ``P(i)``.
+    """
+    eps = rng.normal(0.0, cfg.sigma, cfg.n_transactions)
+    e, prior_mean, priors = _recursion(
+        sales.community,
+        sales.day,
+        eps,
+        rho=cfg.rho,
+        max_recent=cfg.max_recent,
+        window_days=cfg.window_days,
+        n_communities=cfg.n_communities,
+    )
+    return _Residuals(e=e, eps=eps, prior_mean=prior_mean, priors=priors)
 
 
 def _recursion(
@@ -578,321 +1120,309 @@ def _recursion(
     return e, prior_mean, priors
 
 
-def make_city(config: CityConfig | None = None) -> SyntheticCity:
-    """Generate the synthetic city described in the module docstring.
+def _cover_districts(
+    cfg: CityConfig, district: np.ndarray, population: np.ndarray, rng: np.random.Generator
+) -> _Coverage:
+    """Step 8, coverage: a primary agency per district, then extra random districts per agency.
 
     Args:
-        config: parameters; default ``CityConfig()`` (seed 0, 12 000 transactions, 3 agencies).
+        cfg: the city configuration.
+        district: ``[n_c]`` district index of each community.
+        population: ``[n_c]`` community populations (float), giving the district shares.
+        rng: the ``agencies`` stream (drawn from before :func:`_assign_agencies`).
 
     Returns:
-        The city, deterministic for ``config``.
+        The weights, primary agencies and covered districts.
+    """
+    n_d, n_a = cfg.n_districts, cfg.n_agencies
+    weights = cfg.weights()
+    mass = np.bincount(district, weights=population, minlength=n_d) / population.sum()
+    primary = _primary_agencies(mass, weights)
+    covered = [set(np.flatnonzero(primary == a).tolist()) for a in range(n_a)]
+    for a in range(n_a):
+        extra = cfg.extra_districts_per_agency + (0 if covered[a] else 1)
+        free = np.array(sorted(set(range(n_d)) - covered[a]), dtype=np.int64)
+        if len(free) and extra:
+            covered[a] |= set(rng.choice(free, size=min(extra, len(free)), replace=False).tolist())
+    return _Coverage(weights=weights, primary=primary, districts=covered)
+
+
+def _primary_agencies(mass: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Primary agency of each district: greedy packing of district mass to match the weights.
+
+    Districts in decreasing expected share (ties by index) go to the agency with the largest
+    remaining deficit ``weight - assigned share``; then, while some agency has no district and
+    another has two or more, the latter's smallest district moves to it.
+    """
+    n_d, n_a = len(mass), len(weights)
+    owner = np.full(n_d, -1, dtype=np.int64)
+    assigned = np.zeros(n_a)
+    for d in np.lexsort((np.arange(n_d), -mass)):
+        a = int(np.argmax(weights - assigned))
+        owner[d] = a
+        assigned[a] += mass[d]
+    for a in range(n_a):
+        counts = np.bincount(owner, minlength=n_a)
+        if counts[a] > 0 or counts.max() < 2:
+            continue
+        donor = int(np.argmax(counts))
+        mine = np.flatnonzero(owner == donor)
+        owner[mine[np.argmin(mass[mine])]] = a
+    return owner
+
+
+def _assign_agencies(
+    cfg: CityConfig, district: np.ndarray, coverage: _Coverage, rng: np.random.Generator
+) -> np.ndarray:
+    """Step 8, sales: each sale to one agency covering its district, ∝ weight x boost.
+
+    Args:
+        cfg: the city configuration.
+        district: ``[n]`` district index of each sale.
+        coverage: the coverage of :func:`_cover_districts`.
+        rng: the ``agencies`` stream, after :func:`_cover_districts`.
+
+    Returns:
+        ``[n]`` agency index of each sale.
 
     Raises:
-        ConfigError: an agency ends up without transactions (too few transactions).
+        ConfigError: some agency got no sale.
     """
-    cfg = CityConfig() if config is None else config
-    if not isinstance(cfg, CityConfig):
-        raise ConfigError(f"config must be a CityConfig (got {type(cfg).__name__})")
-    rngs = dict(
-        zip(
-            _STREAMS,
-            (
-                np.random.default_rng(s)
-                for s in np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))
-            ),
-            strict=True,
-        )
-    )
-    n_c, n_d, n_a, n = cfg.n_communities, cfg.n_districts, cfg.n_agencies, cfg.n_transactions
-    lat0, lon0 = cfg.center_lat, cfg.center_lon
-    half_w, half_h = cfg.width_km / 2, cfg.height_km / 2
-
-    # 1. map
-    g = rngs["geometry"]
-    cxy = np.column_stack([g.uniform(-half_w, half_w, n_c), g.uniform(-half_h, half_h, n_c)])
-    clat, clon = km_to_degrees(cxy[:, 0], cxy[:, 1], lat0, lon0)
-    clat, clon = np.round(clat, 6), np.round(clon, 6)
-    cxy = project_km(clat, clon, lat0, lon0)  # the written coordinates are the true ones
-    dcentre = _farthest_points(cxy, n_d, g)
-    cdist = np.linalg.norm(cxy[:, None, :] - cxy[None, dcentre, :], axis=2)
-    cdistrict = np.argmin(cdist, axis=1)
-    cwidth = max(3, len(str(n_c)))
-    cnames = np.array([f"C{i + 1:0{cwidth}d}" for i in range(n_c)], dtype=object)
-    dnames = np.array([f"D{j + 1}" for j in range(n_d)], dtype=object)
-
-    # 4. coefficients (drawn before attributes: income depends on the district level)
-    k = rngs["coefficients"]
-    a_d = k.normal(0.0, cfg.district_level_sd, n_d)
-    b_d = k.normal(cfg.district_trend_mean, cfg.district_trend_sd, n_d)
-    w = k.normal(np.array(cfg.attribute_coef_mean), cfg.attribute_coef_sd)
-    bump_xy = np.column_stack(
-        [k.uniform(-half_w, half_w, cfg.n_bumps), k.uniform(-half_h, half_h, cfg.n_bumps)]
-    )
-    bump_amp = k.uniform(*cfg.bump_amplitude, cfg.n_bumps) * k.choice([-1.0, 1.0], cfg.n_bumps)
-    bump_sd = k.uniform(*cfg.bump_width_km, cfg.n_bumps)
-
-    # 2. community attributes
-    at = rngs["attributes"]
-    r = np.linalg.norm(cxy, axis=1)
-    attrs = {
-        "poi_count": at.poisson(5 + 60 * np.exp(-r / 5)).astype(np.int64),
-        "pct_young": np.round(
-            np.clip(0.25 + 0.1 * np.exp(-r / 6) + at.normal(0, 0.04, n_c), 0.05, 0.6), 4
-        ),
-        "income_index": np.round(np.exp(0.5 * a_d[cdistrict] + at.normal(0, 0.15, n_c)), 4),
-        "green_share": np.round(at.beta(2, 5, n_c), 4),
-        "transit_access": np.round(np.clip(1 - r / 14 + at.normal(0, 0.08, n_c), 0, 1), 4),
-    }
-    population = np.maximum(
-        1, np.round(at.lognormal(math.log(cfg.population_median), cfg.population_log_sd, n_c))
-    ).astype(np.int64)
-    communities = pd.DataFrame(
-        {
-            "community": cnames,
-            "district": dnames[cdistrict],
-            "lat": clat,
-            "lon": clon,
-            **attrs,
-            "population": population,
-        }
-    )
-    amat = np.column_stack([np.asarray(attrs[a], dtype=np.float64) for a in ATTRIBUTES])
-    amean, astd = amat.mean(axis=0), amat.std(axis=0)
-    astd = np.where(astd > 0, astd, 1.0)
-    zc = (amat - amean) / astd
-    field_c = np.zeros(n_c)
-    for q in range(cfg.n_bumps):
-        d2 = np.sum((cxy - bump_xy[q]) ** 2, axis=1)
-        field_c += bump_amp[q] * np.exp(-d2 / (2 * bump_sd[q] ** 2))
-    community_effect = zc @ w + field_c
-
-    # 3. mobility
-    mb = rngs["mobility"]
-    dmat = np.linalg.norm(cxy[:, None, :] - cxy[None, :, :], axis=2)
-    pop = population.astype(np.float64)
-    grav = (
-        np.outer(pop, pop)
-        / (dmat + 1) ** 2
-        * np.exp(mb.normal(0, cfg.mobility_noise_log_sd, (n_c, n_c)))
-    )
-    grav = np.round(grav / 1e4, 3)
-    np.fill_diagonal(grav, -np.inf)
-    top = min(cfg.mobility_top_k, n_c - 1)
-    rows = []
-    for i in range(n_c):
-        if top == 0:
-            break
-        order = np.lexsort((np.arange(n_c), -grav[i]))[:top]
-        rows += [(cnames[i], cnames[j], float(grav[i, j])) for j in order]
-    mobility = pd.DataFrame(rows, columns=["src", "dst", "flow"])
-
-    # 5. transactions
-    t = rngs["transactions"]
-    start, end = cfg.start, cfg.end
-    n_days = int((end - start).days)
-    doy = (start + pd.to_timedelta(np.arange(n_days), unit="D")).dayofyear.to_numpy()
-    intensity = 1 + cfg.seasonality * np.sin(2 * np.pi * (doy - 80) / 365.25)
-    comm = t.choice(n_c, size=n, p=pop / pop.sum())
-    sd_km = cfg.location_sd_m / 1000
-    txy = cxy[comm] + t.normal(0.0, sd_km, (n, 2))
-    day = t.choice(n_days, size=n, p=intensity / intensity.sum())
-    area = np.round(
-        np.clip(
-            t.lognormal(math.log(cfg.area_median_m2), cfg.area_log_sd, n),
-            cfg.area_min_m2,
-            cfg.area_max_m2,
-        ),
-        1,
-    )
-    rooms = np.maximum(1, np.round(area / 25 + t.normal(0, 0.6, n))).astype(np.int64)
-    u_type, u_house = t.uniform(size=n), t.uniform(size=n)
-    studio = (area < 35) & (u_type < 0.6)
-    house = ~studio & (u_house < 0.03 + 0.3 * (area > 110))
-    ptype = np.where(studio, "studio", np.where(house, "house", "apartment")).astype(object)
-    floor = np.where(house, 0, np.minimum(15, np.round(t.exponential(3.0, n)))).astype(np.int64)
-    old = t.uniform(size=n) < 0.35
-    age = np.where(old, np.round(t.uniform(80, 120, n)), np.round(t.gamma(2.0, 15.0, n)))
-    age = np.clip(age, 0, 120).astype(np.int64)
-    parking = t.uniform(size=n) < np.where(house, 0.6, 0.25)
-
-    order = np.lexsort((np.arange(n), day))  # (date, draw order)
-    comm, txy, day, area, rooms = comm[order], txy[order], day[order], area[order], rooms[order]
-    ptype, house, studio = ptype[order], house[order], studio[order]
-    floor, age, parking = floor[order], age[order], parking[order]
-    tlat, tlon = km_to_degrees(txy[:, 0], txy[:, 1], lat0, lon0)
-    tlat, tlon = np.round(tlat, 6), np.round(tlon, 6)
-    dates = start + pd.to_timedelta(day, unit="D")
-    twidth = max(6, len(str(n)))
-    ids = np.array([f"T{i + 1:0{twidth}d}" for i in range(n)], dtype=object)
-
-    # 6. structural mean
-    t_years = day / 365.25
-    tdistrict = cdistrict[comm]
-    base_log = math.log(cfg.base_price_per_m2 * cfg.reference_area_m2)
-    m = (
-        base_log
-        + cfg.area_coef * np.log(area / cfg.reference_area_m2)
-        + a_d[tdistrict]
-        + b_d[tdistrict] * t_years
-        + community_effect[comm]
-        + cfg.rooms_coef * rooms
-        + cfg.floor_coef * np.minimum(floor, 10)
-        + cfg.ground_floor_coef * (floor == 0)
-        + cfg.age_coef * age
-        + cfg.age_sq_coef * age**2
-        + cfg.house_coef * house
-        + cfg.studio_coef * studio
-        + cfg.parking_coef * parking
-    )
-
-    # 7. residual recursion
-    eps = rngs["residuals"].normal(0.0, cfg.sigma, n)
-    e, prior_mean, priors = _recursion(
-        comm,
-        day,
-        eps,
-        rho=cfg.rho,
-        max_recent=cfg.max_recent,
-        window_days=cfg.window_days,
-        n_communities=n_c,
-    )
-    price = np.round(np.exp(m + e))
-
-    # 8. agencies
-    ag = rngs["agencies"]
-    weights = cfg.weights()
-    mass = np.bincount(cdistrict, weights=pop, minlength=n_d) / pop.sum()
-    primary_of = _primary_agencies(mass, weights)
-    coverage = [set(np.flatnonzero(primary_of == a).tolist()) for a in range(n_a)]
-    for a in range(n_a):
-        extra = cfg.extra_districts_per_agency + (0 if coverage[a] else 1)
-        free = np.array(sorted(set(range(n_d)) - coverage[a]), dtype=np.int64)
-        if len(free) and extra:
-            coverage[a] |= set(ag.choice(free, size=min(extra, len(free)), replace=False).tolist())
-    agency = np.empty(n, dtype=np.int64)
-    for dd in range(n_d):
-        rows_d = np.flatnonzero(tdistrict == dd)
-        cover = [a for a in range(n_a) if dd in coverage[a]]
+    agency = np.empty(cfg.n_transactions, dtype=np.int64)
+    for dd in range(cfg.n_districts):
+        rows_d = np.flatnonzero(district == dd)
+        cover = [a for a in range(cfg.n_agencies) if dd in coverage.districts[a]]
         p = np.array(
-            [weights[a] * (cfg.primary_boost if primary_of[dd] == a else 1.0) for a in cover]
+            [
+                coverage.weights[a] * (cfg.primary_boost if coverage.primary[dd] == a else 1.0)
+                for a in cover
+            ]
         )
-        agency[rows_d] = np.array(cover)[ag.choice(len(cover), size=len(rows_d), p=p / p.sum())]
-    anames = np.array([f"agency{a + 1}" for a in range(n_a)], dtype=object)
-    counts = np.bincount(agency, minlength=n_a)
+        agency[rows_d] = np.array(cover)[rng.choice(len(cover), size=len(rows_d), p=p / p.sum())]
+    counts = np.bincount(agency, minlength=cfg.n_agencies)
     if (counts == 0).any():
-        empty = [str(x) for x in anames[counts == 0]]
+        empty = [str(x) for x in _agency_names(cfg.n_agencies)[counts == 0]]
         raise ConfigError(
-            f"agencies {empty} got no transactions (n_transactions={n}); pass more "
-            "transactions or fewer agencies"
+            f"agencies {empty} got no transactions (n_transactions={cfg.n_transactions}); pass "
+            "more transactions or fewer agencies"
         )
+    return agency
 
-    transactions = pd.DataFrame(
+
+def _agency_names(n_agencies: int) -> np.ndarray:
+    """``agency1``, ..., ``agency<n_agencies>`` (object array)."""
+    return np.array([f"agency{a + 1}" for a in range(n_agencies)], dtype=object)
+
+
+def _transaction_ids(n: int) -> np.ndarray:
+    """``T000001``, ... (at least 6 digits, more when ``n`` needs them; object array)."""
+    width = max(6, len(str(n)))
+    return np.array([f"T{i + 1:0{width}d}" for i in range(n)], dtype=object)
+
+
+def _transactions_frame(
+    cfg: CityConfig, geo: _Map, sales: _Sales, ids: np.ndarray, price: np.ndarray
+) -> pd.DataFrame:
+    """The transactions frame (no agency), locations rounded to 6 decimals of a degree.
+
+    Args:
+        cfg: the city configuration.
+        geo: the map of step 1.
+        sales: the sales, in (date, id) order.
+        ids: ``[n]`` transaction ids.
+        price: ``[n]`` prices in euros.
+
+    Returns:
+        The frame with the columns ``TRANSACTION_COLUMNS``.
+    """
+    lat, lon = km_to_degrees(sales.xy[:, 0], sales.xy[:, 1], cfg.center_lat, cfg.center_lon)
+    dates = cfg.start + pd.to_timedelta(sales.day, unit="D")
+    return pd.DataFrame(
         {
             "transaction_id": ids,
             "date": dates.to_numpy(dtype="datetime64[ns]"),
-            "lat": tlat,
-            "lon": tlon,
+            "lat": np.round(lat, 6),
+            "lon": np.round(lon, 6),
             "price": price.astype(np.float64),
-            "district": dnames[tdistrict],
-            "community": cnames[comm],
-            "area_m2": area,
-            "rooms": rooms,
-            "floor": floor,
-            "building_age": age,
-            "property_type": ptype,
-            "has_parking": np.where(parking, "yes", "no").astype(object),
+            "district": geo.district_names[geo.district[sales.community]],
+            "community": geo.community_names[sales.community],
+            "area_m2": sales.area_m2,
+            "rooms": sales.rooms,
+            "floor": sales.floor,
+            "building_age": sales.building_age,
+            "property_type": sales.property_type,
+            "has_parking": np.where(sales.parking, "yes", "no").astype(object),
         }
     )
-    truth = pd.DataFrame(
+
+
+def _truth_frame(
+    cfg: CityConfig, ids: np.ndarray, agency: np.ndarray, m: np.ndarray, resid: _Residuals
+) -> pd.DataFrame:
+    """The ground-truth frame, aligned with the transactions.
+
+    Args:
+        cfg: the city configuration.
+        ids: ``[n]`` transaction ids.
+        agency: ``[n]`` agency index of each sale.
+        m: ``[n]`` structural means.
+        resid: the residuals of step 7.
+
+    Returns:
+        The frame with the columns ``TRUTH_COLUMNS``.
+    """
+    return pd.DataFrame(
         {
             "transaction_id": ids,
-            "agency": anames[agency],
+            "agency": _agency_names(cfg.n_agencies)[agency],
             "structural_mean_log": m,
-            "cond_mean_log": m + cfg.rho * prior_mean,
-            "residual": e,
-            "innovation": eps,
-            "n_prior": np.array([len(p) for p in priors], dtype=np.int64),
-            "prior_ids": [";".join(ids[p]) for p in priors],
+            "cond_mean_log": m + cfg.rho * resid.prior_mean,
+            "residual": resid.e,
+            "innovation": resid.eps,
+            "n_prior": np.array([len(p) for p in resid.priors], dtype=np.int64),
+            "prior_ids": [";".join(ids[p]) for p in resid.priors],
         }
     )
-    floor_all = bayes_floor(truth, cfg.sigma)
-    coverage_meta = {
-        str(anames[a]): {
-            "weight": float(weights[a]),
-            "primary_districts": [str(dnames[d]) for d in range(n_d) if primary_of[d] == a],
-            "districts": [str(dnames[d]) for d in sorted(coverage[a])],
-            "n_transactions": int(counts[a]),
-        }
-        for a in range(n_a)
-    }
-    files = [f"transactions_{x}.csv" for x in anames] + [
+
+
+def _metadata(
+    cfg: CityConfig,
+    geo: _Map,
+    coefs: _Coefficients,
+    effect: _CommunityEffect,
+    coverage: _Coverage,
+    agency: np.ndarray,
+    truth: pd.DataFrame,
+    n_mobility: int,
+) -> dict[str, Any]:
+    """``metadata.json``: config, model, drawn coefficients, Bayes floor, agencies, counts.
+
+    Args:
+        cfg: the city configuration.
+        geo: the map of step 1.
+        coefs: the coefficients of step 4.
+        effect: the community effect and attribute standardisation.
+        coverage: the agencies' districts.
+        agency: ``[n]`` agency index of each sale.
+        truth: the ground-truth frame.
+        n_mobility: number of mobility rows.
+
+    Returns:
+        The metadata dict (JSON-serialisable).
+    """
+    names = _agency_names(cfg.n_agencies)
+    counts = np.bincount(agency, minlength=cfg.n_agencies)
+    files = [f"transactions_{x}.csv" for x in names] + [
         "transactions_all.csv",
         "communities.csv",
         "mobility.csv",
         "truth.csv",
         "metadata.json",
     ]
-    metadata: dict[str, Any] = {
+    return {
         "generator": "fedmugrep.data.synthetic.make_city",
         "seed": cfg.seed,
         "config": cfg.to_dict(),
-        "period": {"start": start.strftime("%Y-%m-%d"), "end_exclusive": end.strftime("%Y-%m-%d")},
-        "model": _formula_lines(cfg),
-        "coefficients": {
-            "base_log": base_log,
-            "area_coef": cfg.area_coef,
-            "reference_area_m2": cfg.reference_area_m2,
-            "district_level": dict(zip(map(str, dnames), map(float, a_d), strict=True)),
-            "district_trend_per_year": dict(zip(map(str, dnames), map(float, b_d), strict=True)),
-            "district_centre_community": [str(cnames[i]) for i in dcentre],
-            "attribute_weights": dict(zip(ATTRIBUTES, map(float, w), strict=True)),
-            "attribute_standardisation": {
-                a: {"mean": float(amean[j]), "std": float(astd[j])}
-                for j, a in enumerate(ATTRIBUTES)
-            },
-            "bumps": [
-                {
-                    "lat": float(bl),
-                    "lon": float(bo),
-                    "amplitude": float(bump_amp[q]),
-                    "width_km": float(bump_sd[q]),
-                }
-                for q, (bl, bo) in enumerate(
-                    zip(*km_to_degrees(bump_xy[:, 0], bump_xy[:, 1], lat0, lon0), strict=True)
-                )
-            ],
-            "community_effect": dict(
-                zip(map(str, cnames), map(float, community_effect), strict=True)
-            ),
-            "profile": {name: getattr(cfg, name) for name in PROFILE_COEFFICIENTS},
+        "period": {
+            "start": cfg.start.strftime("%Y-%m-%d"),
+            "end_exclusive": cfg.end.strftime("%Y-%m-%d"),
         },
+        "model": _formula_lines(cfg),
+        "coefficients": _coefficients_metadata(cfg, geo, coefs, effect),
         "sigma": cfg.sigma,
         "rho": cfg.rho,
         "bayes_floor": {
-            **floor_all,
+            **bayes_floor(truth, cfg.sigma),
             "over": "all transactions",
             "note": "MAE of the oracle predictor exp(cond_mean_log) (median of the price given "
             "all agencies' past sales and the structural mean); mae_log = sigma*sqrt(2/pi), "
             "mae = mean(exp(cond_mean_log)) * exp(sigma^2/2) * (2*Phi(sigma) - 1)",
         },
-        "agencies": coverage_meta,
+        "agencies": _agencies_metadata(geo, coverage, counts),
         "counts": {
-            "transactions": n,
-            "communities": n_c,
-            "districts": n_d,
-            "mobility": len(mobility),
-            "per_agency": {str(anames[a]): int(counts[a]) for a in range(n_a)},
+            "transactions": cfg.n_transactions,
+            "communities": cfg.n_communities,
+            "districts": cfg.n_districts,
+            "mobility": n_mobility,
+            "per_agency": {str(names[a]): int(counts[a]) for a in range(cfg.n_agencies)},
         },
         "files": files,
     }
-    return SyntheticCity(
-        config=cfg,
-        transactions=transactions,
-        communities=communities,
-        mobility=mobility,
-        truth=truth,
-        metadata=metadata,
+
+
+def _agencies_metadata(geo: _Map, coverage: _Coverage, counts: np.ndarray) -> dict[str, Any]:
+    """The ``agencies`` entry of the metadata: weight, districts and size of each agency.
+
+    Args:
+        geo: the map of step 1.
+        coverage: the agencies' districts.
+        counts: ``[n_a]`` number of sales of each agency.
+
+    Returns:
+        ``{agency name: {"weight", "primary_districts", "districts", "n_transactions"}}``.
+    """
+    names = _agency_names(len(counts))
+    return {
+        str(names[a]): {
+            "weight": float(coverage.weights[a]),
+            "primary_districts": [
+                str(geo.district_names[d])
+                for d in range(len(coverage.primary))
+                if coverage.primary[d] == a
+            ],
+            "districts": [str(geo.district_names[d]) for d in sorted(coverage.districts[a])],
+            "n_transactions": int(counts[a]),
+        }
+        for a in range(len(counts))
+    }
+
+
+def _coefficients_metadata(
+    cfg: CityConfig, geo: _Map, coefs: _Coefficients, effect: _CommunityEffect
+) -> dict[str, Any]:
+    """The ``coefficients`` entry of the metadata: every drawn value of the structural mean.
+
+    Args:
+        cfg: the city configuration.
+        geo: the map of step 1.
+        coefs: the coefficients of step 4.
+        effect: the community effect and attribute standardisation.
+
+    Returns:
+        Plain floats and strings keyed by district, attribute, bump and community.
+    """
+    dnames = [str(d) for d in geo.district_names]
+    bump_lat, bump_lon = km_to_degrees(
+        coefs.bump_xy[:, 0], coefs.bump_xy[:, 1], cfg.center_lat, cfg.center_lon
     )
+    return {
+        "base_log": _base_log(cfg),
+        "area_coef": cfg.area_coef,
+        "reference_area_m2": cfg.reference_area_m2,
+        "district_level": dict(zip(dnames, map(float, coefs.district_level), strict=True)),
+        "district_trend_per_year": dict(zip(dnames, map(float, coefs.district_trend), strict=True)),
+        "district_centre_community": [str(geo.community_names[i]) for i in geo.district_centres],
+        "attribute_weights": dict(
+            zip(ATTRIBUTES, map(float, coefs.attribute_weights), strict=True)
+        ),
+        "attribute_standardisation": {
+            a: {"mean": float(effect.attribute_mean[j]), "std": float(effect.attribute_std[j])}
+            for j, a in enumerate(ATTRIBUTES)
+        },
+        "bumps": [
+            {
+                "lat": float(bump_lat[q]),
+                "lon": float(bump_lon[q]),
+                "amplitude": float(coefs.bump_amplitude[q]),
+                "width_km": float(coefs.bump_width[q]),
+            }
+            for q in range(len(coefs.bump_amplitude))
+        ],
+        "community_effect": dict(
+            zip(map(str, geo.community_names), map(float, effect.effect), strict=True)
+        ),
+        "profile": {name: getattr(cfg, name) for name in PROFILE_COEFFICIENTS},
+    }
 
 
 def _formula_lines(cfg: CityConfig) -> list[str]:
