@@ -4,7 +4,7 @@
    :class:`~fedmugrep.federation.plan.PrivacyPlan`) on a small synthetic city (3,000 sales,
    3 agencies + the region party) through three runtimes that run the same party code:
    ``local`` (:func:`~fedmugrep.federation.local.run_local`: every party is a Python object in
-   this process), ``inprocess`` (:func:`~fedmugrep.federation.syft_federation.run_syft`:
+   this process), ``inprocess`` (:func:`~fedmugrep.pysyft.run.run_syft`:
    PySyft 0.9.5 datasites in this process, approved requests, one remote call per party call)
    and ``http`` (the same with one uvicorn server process per datasite on 127.0.0.1, importing a
    snapshot of the package; ``http`` calls the agencies of a round at the same time, as
@@ -60,7 +60,7 @@ def _snapshot(dest: Path) -> Path:
 
 def run_runtime(runtime: str, city: Path, plan, home: Path) -> dict:  # noqa: ANN001
     from fedmugrep.federation.local import run_local
-    from fedmugrep.federation.syft_federation import run_syft
+    from fedmugrep.pysyft.run import run_syft
 
     t0 = time.perf_counter()
     if runtime == "local":

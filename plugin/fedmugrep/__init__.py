@@ -1,6 +1,6 @@
 """fedmugrep: federated multi-granular real-estate appraisal (fed-MugRep) for PySyft.
 
-See ``DESIGN.md`` (shared) for the capabilities C1..C9 and the flow of a training round.
+See ``docs/ARCHITECTURE.md`` for the capabilities C1..C9, the flow of a training round and the threat model.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import torch
 
 from fedmugrep.cli import main
 from fedmugrep.data.loading import load_communities, load_transactions
+from fedmugrep.federation.artefacts import public_from_mocks
 from fedmugrep.federation.plan import FederationPlan
-from fedmugrep.federation.syft_federation import public_from_mocks
 from fedmugrep.federation.valuation import ValuationModel
 from fedmugrep.models.mugrep import EventModel
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedmugrep.errors import BudgetExceededError
-from fedmugrep.federation.syft_config import load_datasite_config
 from fedmugrep.privacy.events import LaplaceEvent
 from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
+from fedmugrep.pysyft.config import load_datasite_config
 
 from .conftest import write_toml
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedmugrep.cli import build_parser
-from fedmugrep.federation.syft_config import load_datasite_config
+from fedmugrep.pysyft.config import load_datasite_config
 
 from .conftest import PASSWORD, PASSWORD_ENV, write_toml
 

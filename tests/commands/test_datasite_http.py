@@ -25,8 +25,8 @@ pytest.importorskip("syft")
 
 from fedmugrep.cli import main  # noqa: E402
 from fedmugrep.commands.datasite import admin_login, server_pid  # noqa: E402
-from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config  # noqa: E402
-from fedmugrep.federation.syft_runtime import (  # noqa: E402
+from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config  # noqa: E402
+from fedmugrep.pysyft.runtime import (
     PrivacyContract,
     code_status,
     get_asset,
@@ -35,8 +35,8 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     register_data_scientist,
     submit_request,
 )
-from fedmugrep.federation.syft_server import pid_alive  # noqa: E402
-from fedmugrep.federation.syft_toy import toy_round  # noqa: E402
+from fedmugrep.pysyft.server import pid_alive  # noqa: E402
+from fedmugrep.pysyft.toy import toy_round  # noqa: E402
 
 from .conftest import PASSWORD, PASSWORD_ENV, free_port, write_toml  # noqa: E402
 

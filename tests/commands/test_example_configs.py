@@ -8,11 +8,7 @@ import pytest
 
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
 from fedmugrep.errors import ConfigError
-from fedmugrep.federation.syft_config import (
-    DATA_KEYS,
-    DatasiteConfig,
-    load_datasite_config,
-)
+from fedmugrep.pysyft.config import DATA_KEYS, DatasiteConfig, load_datasite_config
 
 from .conftest import write_toml
 
@@ -73,7 +69,7 @@ def test_readme_shows_synth_first_then_the_cli_and_keeps_the_python_way() -> Non
         "budget show",
     ):
         assert f"fedmugrep {command}" in text
-    assert "python -m fedmugrep.federation.syft_server --config" in text
+    assert "python -m fedmugrep.pysyft.server --config" in text
     assert "launch_datasite(" in text
 
 

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("syft")
 
 from fedmugrep.commands.datasite import upload_missing  # noqa: E402
-from fedmugrep.federation.syft_config import load_datasite_config  # noqa: E402
-from fedmugrep.federation.syft_remote import strip_mock_marker  # noqa: E402
-from fedmugrep.federation.syft_runtime import get_asset, launch_datasite  # noqa: E402
+from fedmugrep.pysyft.config import load_datasite_config  # noqa: E402
+from fedmugrep.pysyft.remote import strip_mock_marker  # noqa: E402
+from fedmugrep.pysyft.runtime import get_asset, launch_datasite  # noqa: E402
 
 from .conftest import PASSWORD, PASSWORD_ENV, write_toml  # noqa: E402
 

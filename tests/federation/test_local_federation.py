@@ -280,7 +280,7 @@ def test_without_a_region_datasite_model_2_runs_at_the_coordinator(city, tmp_pat
 
 
 def test_patent_literal_laplace_updates_are_charged_and_far_noisier(city, tmp_path):
-    from fedmugrep.federation.syft_federation import transaction_contract
+    from fedmugrep.pysyft.run import transaction_contract
 
     plan = FederationPlan(
         rounds=2,

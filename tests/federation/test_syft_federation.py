@@ -29,7 +29,27 @@ from fedmugrep.errors import BudgetExceededError, ConfigError  # noqa: E402
 from fedmugrep.federation.local import run_local  # noqa: E402
 from fedmugrep.federation.parties import RegionParty, TransactionParty  # noqa: E402
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # noqa: E402
-from fedmugrep.federation.syft_federation import (  # noqa: E402
+from fedmugrep.federation.wire import (  # noqa: E402
+    decode_model_dict,
+    encode_model_dict,
+    pack_array,
+    parameter_shapes,
+    public_constant,
+    public_from_constant,
+    unpack_array,
+)
+from fedmugrep.models.mugrep import EventModel, ModelConfig  # noqa: E402
+from fedmugrep.privacy.analysis.composition import compose_events  # noqa: E402
+from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.functions import (
+    allow_exact_release,
+    clear_party_cache,
+    region_call_impl,
+    transaction_call_impl,
+)
+from fedmugrep.pysyft.proxies import SyftRegionParty, SyftTransactionParty
+from fedmugrep.pysyft.remote import RemoteContext
+from fedmugrep.pysyft.run import (
     DEFAULT_DATA_SCIENTIST,
     planned_calls,
     public_from_mocks,
@@ -38,23 +58,6 @@ from fedmugrep.federation.syft_federation import (  # noqa: E402
     transaction_contract,
     transaction_mock,
 )
-from fedmugrep.federation.syft_parties import (  # noqa: E402
-    SyftRegionParty,
-    SyftTransactionParty,
-    allow_exact_release,
-    clear_party_cache,
-    decode_model_dict,
-    encode_model_dict,
-    parameter_shapes,
-    public_constant,
-    public_from_constant,
-    region_call_impl,
-    transaction_call_impl,
-)
-from fedmugrep.federation.syft_remote import RemoteContext, pack_array, unpack_array  # noqa: E402
-from fedmugrep.models.mugrep import EventModel, ModelConfig  # noqa: E402
-from fedmugrep.privacy.analysis.composition import compose_events  # noqa: E402
-from fedmugrep.privacy.ledger import Ledger  # noqa: E402
 from tests.conftest import package_snapshot  # noqa: E402
 
 MOCK_CITY = make_city(CityConfig(seed=1000))

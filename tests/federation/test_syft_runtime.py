@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("syft")
 
 from fedmugrep.errors import ConfigError, FedMugRepError, RequestDeniedError  # noqa: E402
-from fedmugrep.federation.syft_quiet import quiet_syft  # noqa: E402
-from fedmugrep.federation.syft_runtime import (  # noqa: E402
+from fedmugrep.pysyft.quiet import quiet_syft  # noqa: E402
+from fedmugrep.pysyft.runtime import (
     DatasiteConfig,
     DatasiteHandle,
     PrivacyContract,
@@ -38,7 +38,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     submit_request,
     upload_dataset,
 )
-from fedmugrep.federation.syft_toy import toy_round  # noqa: E402
+from fedmugrep.pysyft.toy import toy_round  # noqa: E402
 
 PRIVATE = pd.DataFrame({"price": [100.0, 200.0, 300.0], "area": [50.0, 70.0, 90.0]})
 MOCK = pd.DataFrame({"price": [1.0, 2.0, 3.0], "area": [1.0, 1.0, 1.0]})
@@ -131,7 +131,7 @@ def test_one_approval_serves_every_round_on_private_data(site: Site) -> None:
         "releases          : 3 rounds x 1 = 3",
         "projected total   : epsilon 0.3 at delta 0",
         "matches local fedmugrep: yes",
-        "from fedmugrep.federation.syft_toy import toy_round_impl",
+        "from fedmugrep.pysyft.toy import toy_round_impl",
         "class CallCapPolicy(sy.CustomOutputPolicy)",
     ):
         assert expected in sheet, expected

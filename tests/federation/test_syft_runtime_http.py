@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("syft")
 
 from fedmugrep.errors import DatasiteUnresponsiveError, FedMugRepError  # noqa: E402
-from fedmugrep.federation.syft_parties import _Remote  # noqa: E402
-from fedmugrep.federation.syft_runtime import (  # noqa: E402
+from fedmugrep.pysyft.proxies import _Remote  # noqa: E402
+from fedmugrep.pysyft.runtime import (
     DatasiteConfig,
     DatasiteHandle,
     PrivacyContract,
@@ -36,8 +36,8 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     submit_request,
     upload_dataset,
 )
-from fedmugrep.federation.syft_server import pid_alive  # noqa: E402
-from fedmugrep.federation.syft_toy import toy_call, toy_round  # noqa: E402
+from fedmugrep.pysyft.server import pid_alive  # noqa: E402
+from fedmugrep.pysyft.toy import toy_call, toy_round  # noqa: E402
 from tests.conftest import package_snapshot  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -12,25 +12,24 @@ import pytest
 
 import fedmugrep
 from fedmugrep.errors import BudgetExceededError, ConfigError, PrivacyParameterError
-from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config
-from fedmugrep.federation.syft_contract import (
+from fedmugrep.federation.contract import (
     CONTRACT_SCHEMA,
     PrivacyContract,
     check_contract_installed,
     fedmugrep_code_hash,
 )
-from fedmugrep.federation.syft_quiet import quiet_syft
-from fedmugrep.federation.syft_remote import (
+from fedmugrep.federation.wire import pack_array, unpack_array
+from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
+from fedmugrep.pysyft.quiet import quiet_syft
+from fedmugrep.pysyft.remote import (
     ENVELOPE_KEY,
     DatasiteCall,
     bind_datasite_call,
     datasite_home,
     is_mock_frame,
     mark_mock,
-    pack_array,
     run_remote,
     strip_mock_marker,
-    unpack_array,
 )
 
 SAMPLE_TOML = """

@@ -337,9 +337,10 @@ def test_released_noise_matches_the_laplace_scale(trained: Trained, tmp_path: Pa
 # ============================================================================ PySyft
 def test_appraisal_through_a_pysyft_datasite(trained: Trained, tmp_path: Path) -> None:
     pytest.importorskip("syft")
-    from fedmugrep.federation.syft_federation import transaction_mock
-    from fedmugrep.federation.syft_parties import clear_party_cache, public_constant
-    from fedmugrep.federation.syft_runtime import (
+    from fedmugrep.federation.artefacts import transaction_mock
+    from fedmugrep.federation.wire import public_constant
+    from fedmugrep.pysyft.functions import clear_party_cache
+    from fedmugrep.pysyft.runtime import (
         DatasiteConfig,
         approve_request,
         describe_request,
@@ -349,7 +350,7 @@ def test_appraisal_through_a_pysyft_datasite(trained: Trained, tmp_path: Path) -
         register_data_scientist,
         upload_dataset,
     )
-    from fedmugrep.federation.syft_valuation import appraise_remote, submit_appraisal_request
+    from fedmugrep.pysyft.valuation import appraise_remote, submit_appraisal_request
 
     ds_email, ds_password = "val@uni.example", "val-secret-123"
     home = tmp_path / "agency2"

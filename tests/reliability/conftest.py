@@ -50,12 +50,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def small_city(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> City:
-    from fedmugrep.federation.syft_federation import (
-        public_from_mocks,
-        region_mocks,
-        transaction_mock,
-    )
-    from fedmugrep.federation.syft_parties import public_constant
+    from fedmugrep.federation.artefacts import public_from_mocks, region_mocks, transaction_mock
+    from fedmugrep.federation.wire import public_constant
 
     out = tmp_path_factory.mktemp("relcity")
     assert main(["synth", "--out", str(out), "--transactions", "600", "--seed", "4"]) == 0

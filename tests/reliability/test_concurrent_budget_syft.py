@@ -4,7 +4,7 @@ The ledger-level twin (``test_concurrent_budget.py``) races processes on one SQL
 Here the requests travel the way a data scientist's do: each of ten threads logs into a real
 datasite server (a separate process on 127.0.0.1, serving a snapshot of fedmugrep) and calls
 an approved remote function that releases a Laplace-noised count charged to the datasite's
-ledger (:func:`~fedmugrep.federation.syft_toy.toy_charge`). The server runs the calls
+ledger (:func:`~fedmugrep.pysyft.toy.toy_charge`). The server runs the calls
 concurrently (uvicorn's thread pool), so the charges race inside the datasite process.
 Identical releases per data scientist make the number that fits exact: fewer charged would be a
 lost update, more an overspend.
@@ -23,7 +23,9 @@ import pytest
 pytest.importorskip("syft")
 
 from fedmugrep.errors import BudgetExceededError  # noqa: E402
-from fedmugrep.federation.syft_runtime import (  # noqa: E402
+from fedmugrep.privacy.laplace import LaplaceMechanism  # noqa: E402
+from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.runtime import (
     DatasiteConfig,
     PrivacyContract,
     approve_request,
@@ -37,9 +39,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     submit_request,
     upload_dataset,
 )
-from fedmugrep.federation.syft_toy import toy_charge  # noqa: E402
-from fedmugrep.privacy.laplace import LaplaceMechanism  # noqa: E402
-from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.toy import toy_charge  # noqa: E402
 from tests.conftest import package_snapshot  # noqa: E402
 from tests.reliability.test_concurrent_budget import DELTA, fitting  # noqa: E402
 

@@ -32,11 +32,11 @@ pytest.importorskip("syft")
 
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city  # noqa: E402
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # noqa: E402
-from fedmugrep.federation.syft_config import load_datasite_config  # noqa: E402
-from fedmugrep.federation.syft_federation import planned_calls  # noqa: E402
-from fedmugrep.federation.syft_runtime import launch_datasite  # noqa: E402
-from fedmugrep.federation.syft_server import pid_alive, read_pid_file  # noqa: E402
 from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.config import load_datasite_config  # noqa: E402
+from fedmugrep.pysyft.run import planned_calls  # noqa: E402
+from fedmugrep.pysyft.runtime import launch_datasite  # noqa: E402
+from fedmugrep.pysyft.server import pid_alive, read_pid_file  # noqa: E402
 from tests.conftest import package_snapshot  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,7 +65,7 @@ from collections import Counter
 import torch
 torch.set_num_threads(1)
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-from fedmugrep.federation.syft_federation import run_syft
+from fedmugrep.pysyft.run import run_syft
 a = json.loads(sys.argv[1])
 privacy = PrivacyPlan(**a["privacy"]) if a["privacy"] else None
 plan = FederationPlan(privacy=privacy, **a["small"])

@@ -1,7 +1,7 @@
 """Fuzzing the arguments of the remote functions a data owner approves.
 
 The entry points are the very functions the data scientist submits, :func:`transaction_call`
-and :func:`region_call` (their bodies call :func:`~fedmugrep.federation.syft_remote.run_remote`,
+and :func:`region_call` (their bodies call :func:`~fedmugrep.pysyft.remote.run_remote`,
 which turns a :class:`~fedmugrep.errors.FedMugRepError` into an envelope the data scientist can
 read and lets any other exception escape to the server log only). They run here in-process
 inside a bound datasite call, on a real ledger in ``tmp_path``; no HTTP, so hundreds of cases
@@ -34,25 +34,23 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedmugrep.federation.admission import region_contract, transaction_contract
-from fedmugrep.federation.syft_parties import (
-    REGION_METHODS,
-    TRANSACTION_METHODS,
-    clear_party_cache,
+from fedmugrep.federation.wire import (
     encode_model_dict,
+    pack_array,
     parameter_shapes,
     public_from_constant,
-    region_call,
-    transaction_call,
-)
-from fedmugrep.federation.syft_remote import (
-    ENVELOPE_KEY,
-    DatasiteCall,
-    bind_datasite_call,
-    pack_array,
     unpack_array,
 )
 from fedmugrep.models.mugrep import EventModel
 from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.pysyft.functions import (
+    REGION_METHODS,
+    TRANSACTION_METHODS,
+    clear_party_cache,
+    region_call,
+    transaction_call,
+)
+from fedmugrep.pysyft.remote import ENVELOPE_KEY, DatasiteCall, bind_datasite_call
 from tests.reliability.conftest import AGENCY, CALLER, PLAN, City
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from fedmugrep.federation.admission import region_contract, transaction_contract
-from fedmugrep.federation.syft_parties import clear_party_cache, region_call, transaction_call
-from fedmugrep.federation.syft_remote import ENVELOPE_KEY, DatasiteCall, bind_datasite_call
 from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.pysyft.functions import clear_party_cache, region_call, transaction_call
+from fedmugrep.pysyft.remote import ENVELOPE_KEY, DatasiteCall, bind_datasite_call
 from tests.reliability.conftest import AGENCY, CALLER, PLAN, City, one_torch_thread, small_city
 
 __all__ = ["AGENCY", "CALLER", "PLAN", "City", "Site", "one_torch_thread", "small_city"]

@@ -22,7 +22,7 @@ from fedmugrep.cli import main
 from fedmugrep.data.loading import load_communities, load_transactions
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
 from fedmugrep.errors import ConfigError
-from fedmugrep.federation.syft_config import load_datasite_config
+from fedmugrep.pysyft.config import load_datasite_config
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -108,8 +108,8 @@ def test_non_utf8_and_broken_city_toml_exit_2(cli: Cli, tmp_path: Path) -> None:
 def appraisal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A model file (public artefacts of a small synthetic city, random model 1: the checks do
     not need a trained model), valid properties and a valid sales history."""
+    from fedmugrep.federation.artefacts import public_from_mocks
     from fedmugrep.federation.plan import FederationPlan
-    from fedmugrep.federation.syft_federation import public_from_mocks
     from fedmugrep.federation.valuation import ValuationModel
     from fedmugrep.models.mugrep import EventModel
 
@@ -252,7 +252,7 @@ def test_the_server_entry_point_refuses_a_remote_host_override(tmp_path: Path) -
     toml = _datasite_toml(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "fedmugrep.federation.syft_server", "--config", str(toml),
+        [sys.executable, "-m", "fedmugrep.pysyft.server", "--config", str(toml),
          "--host", "0.0.0.0"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip

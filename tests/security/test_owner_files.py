@@ -31,7 +31,7 @@ import pytest
 
 from fedmugrep.cli import main
 from fedmugrep.errors import FedMugRepError
-from fedmugrep.federation.owner_files import (
+from fedmugrep.pysyft.owner_files import (
     enforce_private_home,
     make_private,
     private_umask,
@@ -207,8 +207,9 @@ def test_a_home_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
 # =============================================================================== in-process datasite
 pytest.importorskip("syft")
 
-from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config  # noqa: E402
-from fedmugrep.federation.syft_runtime import (  # noqa: E402
+from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config  # noqa: E402
+from fedmugrep.pysyft.runtime import (  # noqa: E402
     PrivacyContract,
     approve_request,
     call_remote,
@@ -220,8 +221,7 @@ from fedmugrep.federation.syft_runtime import (  # noqa: E402
     submit_request,
     upload_dataset,
 )
-from fedmugrep.federation.syft_toy import toy_charge, toy_round  # noqa: E402
-from fedmugrep.privacy.ledger import Ledger  # noqa: E402
+from fedmugrep.pysyft.toy import toy_charge, toy_round  # noqa: E402
 from tests.conftest import package_snapshot  # noqa: E402
 
 

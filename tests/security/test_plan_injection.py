@@ -18,15 +18,16 @@ import pytest
 import torch
 
 from fedmugrep.federation.admission import transaction_contract
-from fedmugrep.federation.syft_parties import (
+from fedmugrep.federation.wire import (
     encode_model_dict,
+    pack_array,
     parameter_shapes,
     public_from_constant,
-    review_lines,
+    unpack_array,
 )
-from fedmugrep.federation.syft_remote import pack_array, unpack_array
 from fedmugrep.models.mugrep import EventModel
 from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.pysyft.functions import review_lines
 from tests.security.conftest import PLAN, City, Site
 
 pytestmark = pytest.mark.slow

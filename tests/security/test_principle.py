@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.parties import TransactionParty
-from fedmugrep.federation.syft_parties import public_from_constant
+from fedmugrep.federation.wire import public_from_constant
 from fedmugrep.training.per_target import clipped_gradient_sums
 from tests.security.conftest import City
 

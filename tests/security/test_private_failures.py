@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from fedmugrep.data.synthetic import CityConfig, make_city
-from fedmugrep.federation.syft_federation import transaction_mock
-from fedmugrep.federation.syft_parties import encode_model_dict, parameter_shapes
-from fedmugrep.federation.syft_parties import public_from_constant as parse
+from fedmugrep.federation.artefacts import transaction_mock
+from fedmugrep.federation.wire import encode_model_dict, parameter_shapes
+from fedmugrep.federation.wire import public_from_constant as parse
 from fedmugrep.models.mugrep import EventModel
 from tests.security.conftest import City
 

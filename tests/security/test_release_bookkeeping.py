@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from fedmugrep.cli import main
-from fedmugrep.federation.syft_parties import (
-    clear_party_cache,
+from fedmugrep.federation.wire import (
     encode_model_dict,
+    pack_array,
     parameter_shapes,
     public_from_constant,
 )
-from fedmugrep.federation.syft_remote import pack_array
 from fedmugrep.models.mugrep import EventModel
 from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
+from fedmugrep.pysyft.functions import clear_party_cache
 from tests.security.conftest import CALLER, PLAN, City
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_a_deleted_ledger_makes_the_datasite_refuse_and_audit_fail(
 def test_a_datasite_with_a_lost_ledger_does_not_start(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from fedmugrep.federation.syft_config import load_datasite_config
+    from fedmugrep.pysyft.config import load_datasite_config
     from tests.commands.conftest import PASSWORD, PASSWORD_ENV, free_port, write_toml
 
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)

@@ -1,9 +1,9 @@
 """``fedmugrep datasite start|stop|status``: run one data owner's PySyft datasite from its TOML.
 
-``start`` launches the persistent HTTP server (``python -m fedmugrep.federation.syft_server``)
+``start`` launches the persistent HTTP server (``python -m fedmugrep.pysyft.server``)
 as a detached background process on the TOML's host and port, waits until it answers, and, the
 first time, uploads the private files named in ``[data]`` with a synthetic mock twin (the same
-mocks :func:`~fedmugrep.federation.syft_federation.run_syft` builds). ``status`` says whether it
+mocks :func:`~fedmugrep.pysyft.run.run_syft` builds). ``status`` says whether it
 runs, where, what it holds, how many requests wait for review and what each data scientist has
 spent. ``stop`` sends SIGTERM to the pid in ``home/server.pid`` and waits for a clean exit.
 
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from fedmugrep.errors import ConfigError, FedMugRepError
-from fedmugrep.federation.owner_files import enforce_private_home, private_umask
-from fedmugrep.federation.syft_config import DATA_KEYS, DatasiteConfig, load_datasite_config
 from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
 from fedmugrep.privacy.witness import check_witness, read_witness
+from fedmugrep.pysyft.config import DATA_KEYS, DatasiteConfig, load_datasite_config
+from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask
 
 __all__ = [
     "DEFAULT_MOCK_SEED",
@@ -65,7 +65,7 @@ _UPLOADS: dict[str, tuple[str, ...]] = {
     "region": ("communities", "mobility"),
 }
 
-_SERVER_MODULE = b"fedmugrep.federation.syft_server"
+_SERVER_MODULE = b"fedmugrep.pysyft.server"
 
 #: Admin clients by (url, e-mail, server pid, password digest); see :func:`admin_login`.
 _ADMIN_CLIENTS: dict[tuple[str, str, int | None, str], Any] = {}
@@ -169,7 +169,7 @@ def _is_datasite_process(pid: int) -> bool:
 
 def server_pid(config: DatasiteConfig) -> int | None:
     """Pid of the datasite's running HTTP server, or ``None`` (no pid file, dead or foreign pid)."""
-    from fedmugrep.federation.syft_server import pid_alive, read_pid_file
+    from fedmugrep.pysyft.server import pid_alive, read_pid_file
 
     pid = read_pid_file(config.pid_file)
     if pid is None or not pid_alive(pid) or not _is_datasite_process(pid):
@@ -211,7 +211,7 @@ def admin_login(config: DatasiteConfig, url: str, pid: int | None = None) -> Any
     the client is reused by later commands in the same process (notebooks and tests calling
     :func:`fedmugrep.cli.main` repeatedly) as long as the same server process runs.
     """
-    from fedmugrep.federation.syft_runtime import login
+    from fedmugrep.pysyft.runtime import login
 
     password = config.resolve_admin_password()
     key = (url, config.admin_email, pid, hashlib.sha256(password.encode()).hexdigest())
@@ -345,7 +345,7 @@ def run_start(args: argparse.Namespace) -> int:
     else:
         if not (config.syft_dir / "db" / "syft.db").exists():  # first start: data must be there
             _check_data_files(config, args.config)
-        from fedmugrep.federation.syft_runtime import launch_datasite
+        from fedmugrep.pysyft.runtime import launch_datasite
 
         handle = launch_datasite(
             config, mode="http", detach=True, startup_timeout=float(args.timeout)
@@ -404,7 +404,7 @@ def _check_ledger_witness(config: DatasiteConfig) -> None:
 
 
 def _dataset_names(admin: Any) -> list[str]:
-    from fedmugrep.federation.syft_runtime import quiet_syft
+    from fedmugrep.pysyft.runtime import quiet_syft
 
     with quiet_syft():
         return sorted(str(d.name) for d in admin.datasets.get_all())
@@ -428,8 +428,8 @@ def upload_missing(
         load_transactions,
     )
     from fedmugrep.data.synthetic import CityConfig, make_city
-    from fedmugrep.federation.syft_federation import region_mocks, transaction_mock
-    from fedmugrep.federation.syft_runtime import upload_dataset
+    from fedmugrep.federation.artefacts import region_mocks, transaction_mock
+    from fedmugrep.pysyft.runtime import upload_dataset
 
     files = config.data_files
     mock_city = make_city(CityConfig(seed=mock_seed))
@@ -479,7 +479,7 @@ def upload_missing(
 # =============================================================================== stop
 def run_stop(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite stop``."""
-    from fedmugrep.federation.syft_server import pid_alive, read_pid_file
+    from fedmugrep.pysyft.server import pid_alive, read_pid_file
 
     config = load_config(args.config)
     pid = read_pid_file(config.pid_file)
@@ -527,7 +527,7 @@ def _print_stop(args: argparse.Namespace, report: dict[str, Any], text: str) -> 
 # =============================================================================== status
 def run_status(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite status``."""
-    from fedmugrep.commands.budget import budget_rows, format_budget_table
+    from fedmugrep.commands.budget_table import budget_rows, format_budget_table
 
     config = load_config(args.config)
     pid = server_pid(config)
@@ -554,7 +554,7 @@ def run_status(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             report["note"] = f"datasets and requests unavailable: {exc}"
         else:
-            from fedmugrep.federation.syft_runtime import list_requests
+            from fedmugrep.pysyft.runtime import list_requests
 
             report["datasets"] = _dataset_names(admin)
             counts = {"pending": 0, "approved": 0, "rejected": 0}

@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
     from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan, epsilon_after_each_round
-    from fedmugrep.federation.syft_federation import run_syft
     from fedmugrep.federation.valuation import ValuationModel
     from fedmugrep.privacy.audit import spending_summary
     from fedmugrep.privacy.ledger import Ledger
+    from fedmugrep.pysyft.run import run_syft
     from fedmugrep.report import write_report
     from fedmugrep.training.central import TrainConfig, central_reference
 

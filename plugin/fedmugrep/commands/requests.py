@@ -23,7 +23,7 @@ from fedmugrep.commands.datasite import (
     usage_errors,
 )
 from fedmugrep.errors import ConfigError
-from fedmugrep.federation.syft_config import DatasiteConfig
+from fedmugrep.pysyft.config import DatasiteConfig
 
 __all__ = ["register", "request_row"]
 
@@ -160,7 +160,7 @@ def _id(request: Any) -> str:
 
 def request_row(request: Any) -> dict[str, Any]:
     """One request as plain data (what ``list --json`` prints)."""
-    from fedmugrep.federation.syft_runtime import quiet_syft, request_contract
+    from fedmugrep.pysyft.runtime import quiet_syft, request_contract
 
     contract = request_contract(request)
     with quiet_syft():
@@ -209,7 +209,7 @@ def _admin(args: argparse.Namespace) -> tuple[DatasiteConfig, Any]:
 
 def _find(admin: Any, config: DatasiteConfig, args: argparse.Namespace) -> Any:
     """The request named by ``args.request_id`` (a unique, case-insensitive id prefix)."""
-    from fedmugrep.federation.syft_runtime import list_requests
+    from fedmugrep.pysyft.runtime import list_requests
 
     wanted = str(args.request_id).replace("-", "").strip().lower()
     requests = list_requests(admin)
@@ -246,7 +246,7 @@ def _require_pending(request: Any, row: dict[str, Any], action: str) -> None:
 # =============================================================================== commands
 def run_list(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests list``."""
-    from fedmugrep.federation.syft_runtime import list_requests
+    from fedmugrep.pysyft.runtime import list_requests
 
     config, admin = _admin(args)
     rows = [request_row(r) for r in list_requests(admin, status=args.status)]
@@ -270,7 +270,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests show``."""
-    from fedmugrep.federation.syft_runtime import describe_request
+    from fedmugrep.pysyft.runtime import describe_request
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
@@ -284,8 +284,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests approve``."""
-    from fedmugrep.commands.budget import budget_rows
-    from fedmugrep.federation.syft_runtime import approve_request, request_refusal
+    from fedmugrep.commands.budget_table import budget_rows
+    from fedmugrep.pysyft.runtime import approve_request, request_refusal
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
@@ -319,7 +319,7 @@ def run_approve(args: argparse.Namespace) -> int:
     contract = row["contract"]
     if contract is not None:
         import fedmugrep
-        from fedmugrep.federation.syft_contract import fedmugrep_code_hash
+        from fedmugrep.federation.contract import fedmugrep_code_hash
 
         local = (fedmugrep.__version__, fedmugrep_code_hash())
         if (contract["fedmugrep_version"], contract["fedmugrep_code_hash"]) != local:
@@ -343,7 +343,7 @@ def run_approve(args: argparse.Namespace) -> int:
 
 def run_deny(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests deny``."""
-    from fedmugrep.federation.syft_runtime import deny_request
+    from fedmugrep.pysyft.runtime import deny_request
 
     if not args.reason or not args.reason.strip():
         raise ConfigError(

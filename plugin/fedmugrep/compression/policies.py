@@ -1,4 +1,4 @@
-"""Channel-selection policies that do not leak through the norms they read (DESIGN §3).
+"""Channel-selection policies that do not leak through the norms they read (ARCHITECTURE §3).
 
 Choosing which channels to send is itself a release: the set of the top-k channel norms of a
 private update depends on the private records. A policy must therefore read either

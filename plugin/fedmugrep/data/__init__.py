@@ -1,5 +1,5 @@
 """fedmugrep.data: input schema and validation, CSV/Parquet loading, feature encoding, and the
-built-in synthetic city with ground truth (DESIGN.md §6)."""
+built-in synthetic city with ground truth (ARCHITECTURE §6)."""
 
 from __future__ import annotations
 

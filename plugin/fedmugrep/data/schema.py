@@ -1,6 +1,6 @@
 """The input schema: which columns each file has, what they mean and what values they accept.
 
-Three kinds of file feed fedmugrep (DESIGN.md §6):
+Three kinds of file feed fedmugrep (ARCHITECTURE §6):
 
 ``transactions`` (one per transaction datasite)
     ``transaction_id`` (str, unique), ``date`` (ISO 8601), ``lat`` in [-90, 90], ``lon`` in

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from fedmugrep.errors import ConfigError
+from fedmugrep.federation.contract import PrivacyContract
 from fedmugrep.federation.plan import FederationPlan
-from fedmugrep.federation.syft_contract import PrivacyContract
 from fedmugrep.models.mugrep import EventModel, ModelConfig
 from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.training.prepare import Encoders, GraphConfig

@@ -1,10 +1,10 @@
 """The privacy contract a data scientist pins into every code request, and the package hash.
 
 A request's input policy carries the contract as a ``sy.Constant``: the data owner reads it when
-reviewing (see :func:`fedmugrep.federation.syft_runtime.describe_request`) and the approved code
+reviewing (see :func:`fedmugrep.pysyft.runtime.describe_request`) and the approved code
 receives the very same dict on every call. Inside the datasite, :func:`check_contract_installed`
 refuses to run when the contract was written for another fedmugrep build than the one installed
-there, so "the request shows the version and hash of the code it calls" (DESIGN §3) holds for as
+there, so "the request shows the version and hash of the code it calls" (ARCHITECTURE §3) holds for as
 long as the approval is used.
 
 The contract is a *claim* by the data scientist. It is not what protects the data: the datasite's
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import fedmugrep
 from fedmugrep.errors import ConfigError, PrivacyParameterError
 
 __all__ = [
@@ -45,8 +46,6 @@ _SKIP_SUFFIXES = frozenset({".pyc", ".pyo", ".swp", ".tmp"})
 
 def installed_package_dir() -> Path:
     """Folder of the ``fedmugrep`` package this interpreter imports."""
-    import fedmugrep
-
     return Path(fedmugrep.__file__).resolve().parent
 
 
@@ -182,8 +181,6 @@ class PrivacyContract:
 
         ``package_dir`` stamps another copy of fedmugrep instead (the one a datasite runs).
         """
-        import fedmugrep
-
         return cls(
             mechanisms=tuple(mechanisms),
             epsilon_per_release=epsilon_per_release,
@@ -257,8 +254,6 @@ def check_contract_installed(
         ConfigError: when the contract is malformed or its version/hash differ from the
             installed package.
     """
-    import fedmugrep
-
     parsed = (
         contract if isinstance(contract, PrivacyContract) else PrivacyContract.from_dict(contract)
     )

@@ -1,4 +1,4 @@
-"""The coordinator (DESIGN §2): holds no private data and sees only released values.
+"""The coordinator (ARCHITECTURE §2): holds no private data and sees only released values.
 
 One round: region forward -> transaction steps on every agency -> aggregate model-1 updates
 (+ optional coordinator noise, C6) -> pool the z gradients -> region backward. The backward
@@ -20,11 +20,10 @@ from tqdm.auto import tqdm
 
 from fedmugrep.compression import decompress, dense_nbytes
 from fedmugrep.errors import DatasiteUnresponsiveError
+from fedmugrep.federation.interfaces import RegionSite, TransactionSite
 from fedmugrep.federation.parties import (
     EVAL_TERM_CLIP,
     PublicArtefacts,
-    RegionParty,
-    TransactionParty,
 )
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.models.mugrep import EventModel, pooled_mean
@@ -92,8 +91,8 @@ class Coordinator:
         self,
         plan: FederationPlan,
         public: PublicArtefacts,
-        agencies: dict[str, TransactionParty],
-        region: RegionParty,
+        agencies: dict[str, TransactionSite],
+        region: RegionSite,
         *,
         checkpoint: Path | None = None,
         parallel: bool = False,

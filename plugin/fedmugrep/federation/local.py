@@ -5,13 +5,12 @@ Used by fast tests and benchmarks, and as the reference the PySyft runtime is co
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from fedmugrep.data.features import FeatureEncoder
 from fedmugrep.data.loading import (
     assign_regions,
     load_communities,
@@ -19,27 +18,18 @@ from fedmugrep.data.loading import (
     load_transactions,
 )
 from fedmugrep.data.synthetic import CityConfig, make_city
+from fedmugrep.federation.artefacts import public_from_mocks, public_geography, region_mocks
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
+from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty, TransactionParty
 from fedmugrep.federation.plan import FederationPlan
-from fedmugrep.models.mugrep import ModelConfig
+from fedmugrep.federation.pretrain import pretrain_on_mocks
 from fedmugrep.training.prepare import (
-    Encoders,
-    GraphConfig,
-    Vocab,
     community_graph,
-    temporal_split,
 )
 
+
 #: The geography columns of the communities table that are public (names, districts, centres).
-PUBLIC_GEOGRAPHY = ("community", "district", "lat", "lon")
-
-
-def public_geography(communities: pd.DataFrame) -> pd.DataFrame:
-    """The public columns of a communities table (:data:`PUBLIC_GEOGRAPHY` that it has)."""
-    return communities[[c for c in PUBLIC_GEOGRAPHY if c in communities.columns]]
-
-
 def coordinator_region(
     public: PublicArtefacts,
     geography: pd.DataFrame,
@@ -62,42 +52,6 @@ def coordinator_region(
     )
 
 
-def public_artefacts(
-    communities: pd.DataFrame, mock: pd.DataFrame, plan: FederationPlan, gcfg: GraphConfig
-) -> PublicArtefacts:
-    """Encoders from the mock transactions; vocabulary and coordinates from the public map
-    (community names, districts and centres); split dates from the mock's date range."""
-    split = temporal_split(mock["date"])
-    train = mock[split.train]
-    y = np.log(train["price"].to_numpy())
-    enc = Encoders(
-        FeatureEncoder().fit(train),
-        Vocab(
-            sorted(communities["district"].astype(str).unique()),
-            sorted(communities["community"].astype(str)),
-        ),
-        float(y.mean()),
-        float(y.std()),
-        float(communities["lat"].mean()),
-        float(communities["lon"].mean()),
-        float(max(communities["lat"].std(), communities["lon"].std())),
-    )
-    cfg = ModelConfig(
-        feature_dim=enc.features.n_features + 2,
-        attr_dim=0,  # set by the region party's table below
-        n_districts=len(enc.vocab.districts),
-        k=gcfg.k,
-        max_days=gcfg.max_days,
-        max_km=gcfg.max_km,
-        intra_dim=plan.intra_dim,
-        hidden=plan.hidden,
-        event_hidden=plan.event_hidden,
-        region_hidden=plan.region_hidden,
-        target_channel=plan.target_channel,
-    )
-    return PublicArtefacts(enc, cfg, gcfg, split.val_start, split.test_start)
-
-
 def run_local(
     city_dir: Path,
     plan: FederationPlan,
@@ -112,7 +66,7 @@ def run_local(
 ) -> FederationResult:
     """Federated training on a synthetic-city folder with every party in-process.
 
-    ``region_datasite=False`` runs without a region datasite (DESIGN §2): model 2 then runs
+    ``region_datasite=False`` runs without a region datasite (ARCHITECTURE §2): model 2 then runs
     at the coordinator over the noised intra-region representations and the public geography
     of the communities (names, districts, centres) only; nothing is charged for it.
 
@@ -122,8 +76,6 @@ def run_local(
     checkpoints every round under ``home/coordinator``; ``resume=True`` continues the last
     run there from its checkpoint (same run id: nothing already released is charged again).
     """
-    import uuid
-
     ck_dir = Path(home) / "coordinator"
     ck_dir.mkdir(parents=True, exist_ok=True)
     if resume and (ck_dir / "run_id").exists():
@@ -138,8 +90,6 @@ def run_local(
     mob = load_mobility(city_dir / "mobility.csv", comms)
     mock_city = make_city(CityConfig(seed=mock_seed))
     # the same public artefacts as the PySyft runtime builds from the datasites' mocks
-    from fedmugrep.federation.syft_federation import public_from_mocks, region_mocks
-
     if region_datasite:
         mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
     else:  # the coordinator's model 2 sees the public geography only (no attributes, no flows)
@@ -147,8 +97,6 @@ def run_local(
         mob = mock_mob = None
     public = public_from_mocks(mock_comms, [mock_city.transactions], plan)
     if plan.pretrain_epochs:
-        from fedmugrep.federation.pretrain import pretrain_on_mocks
-
         public.init_state = pretrain_on_mocks(
             public,
             mock_city.transactions,
@@ -186,8 +134,6 @@ def run_local(
             )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
     result = coordinator.run(progress=progress)
-    from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
-
     result.owner_metrics, _ = pooled_metrics(
         owner_predictions([a.home for a in agencies.values() if a.name not in result.dropped])
     )

@@ -32,7 +32,8 @@ from fedmugrep.compression import (
 )
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.admission import check_artefacts
-from fedmugrep.federation.plan import FederationPlan
+from fedmugrep.federation.plan import FederationPlan, PublicArtefacts
+from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, PrivateAppraisal
 from fedmugrep.models.mugrep import (
     CommunityGraph,
     EventModel,
@@ -47,7 +48,7 @@ from fedmugrep.privacy.ledger import Ledger, payload_digest
 from fedmugrep.privacy.witness import INDEX_NAME, check_witness
 from fedmugrep.training.metrics import Z80, distribution_metrics
 from fedmugrep.training.per_target import clipped_gradient_sums, sum_sensitivity
-from fedmugrep.training.prepare import Encoders, GraphConfig, transaction_graph
+from fedmugrep.training.prepare import transaction_graph
 
 #: Per-row error terms of a private evaluation are clipped here (relative and log errors).
 EVAL_TERM_CLIP = 0.5
@@ -78,19 +79,6 @@ def exclusive(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
 
     return wrapper
-
-
-@dataclass
-class PublicArtefacts:
-    """Agreed before training; contains no private value (fitted on mock / public data)."""
-
-    encoders: Encoders
-    model_config: ModelConfig
-    graph_config: GraphConfig
-    val_start: pd.Timestamp
-    test_start: pd.Timestamp
-    # optional public starting weights ({"event": ..., "region": ...}), e.g. mock pretraining
-    init_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 @dataclass
@@ -150,6 +138,14 @@ class _ReleasingParty:
         (:func:`~fedmugrep.privacy.witness.check_witness`): a deleted or truncated ledger
         would otherwise forget what was spent."""
         check_witness(self.ledger)
+
+    @staticmethod
+    def _laplace(event: LaplaceEvent, value: Any) -> tuple[Any, LaplaceEvent]:
+        """``value`` released by the Laplace mechanism of ``event`` (its sensitivity, scale and
+        bound), and the event to charge for it (one release of ``value``'s coordinates)."""
+        mech = LaplaceMechanism.from_event(event)
+        size = value.numel() if torch.is_tensor(value) else int(np.size(value))
+        return mech.release(value), mech.event(dimension=int(size))
 
     def _release_files(self, key: str) -> tuple[Path, Path]:
         """(final, pending) files of the release ``key`` of this run."""
@@ -323,18 +319,17 @@ class TransactionParty(_ReleasingParty):
             self._charge("none", [], None, key="intra", value=(sums, counts, n))
             return sums, counts, n
         ev = self.plan.setup_events()
-        ms = LaplaceMechanism(sensitivity=ev[0].sensitivity, scale=ev[0].scale, bound=p.intra_bound)
-        mc = LaplaceMechanism(sensitivity=1.0, scale=ev[1].scale, bound=p.intra_bound)
-        mn = LaplaceMechanism(sensitivity=1.0, scale=ev[2].scale, bound=p.intra_bound)
         lead = int(self.public.model_config.target_channel)
-        noisy = ms.release(sums[:, lead:])
-        events = [ms.event(dimension=int(noisy.numel()))]
+        noisy, e_sums = self._laplace(ev[0], sums[:, lead:])
+        events = [e_sums]
         if lead:  # the community price level: its own sensitivity (1) and budget
-            ml = LaplaceMechanism(sensitivity=1.0, scale=ev[3].scale, bound=p.intra_bound)
-            noisy = torch.cat([ml.release(sums[:, :1]), noisy], dim=1)
-            events.append(ml.event(dimension=int(sums.shape[0])))
-        out = (noisy, mc.release(counts), float(mn.release(n)))
-        events += [mc.event(dimension=int(counts.numel())), mn.event(dimension=1)]
+            level, e_level = self._laplace(ev[3], sums[:, :1])
+            noisy = torch.cat([level, noisy], dim=1)
+            events.append(e_level)
+        noisy_counts, e_counts = self._laplace(ev[1], counts)
+        noisy_n, e_n = self._laplace(ev[2], n)
+        out = (noisy, noisy_counts, float(noisy_n))
+        events += [e_counts, e_n]
         self._charge(
             "laplace:intra_region",
             events,
@@ -385,7 +380,7 @@ class TransactionParty(_ReleasingParty):
         mechanism = "gaussian:theta+z_grad"
         if self.update_event is not None:  # patent-literal Laplace on the update
             ev = self.update_event
-            mech = LaplaceMechanism(sensitivity=ev.sensitivity, scale=ev.scale, bound=ev.bound)
+            mech = LaplaceMechanism.from_event(ev)
             theta_sum = {n: mech.release(v) for n, v in theta_sum.items()}
             z_sum = mech.release(z_sum)
             n_coords = sum(v.numel() for v in theta_sum.values()) + z_sum.numel()
@@ -442,15 +437,14 @@ class TransactionParty(_ReleasingParty):
         if p is None:
             self._charge("none", [], None, key="calibration", value=(z2, e, c))
             return z2, e, c
-        ev = self.plan.calibration_events()
-        mechs = [
-            LaplaceMechanism(sensitivity=x.sensitivity, scale=x.scale, bound=p.intra_bound)
-            for x in ev
+        released = [
+            self._laplace(x, v)
+            for x, v in zip(self.plan.calibration_events(), (z2, e, c), strict=True)
         ]
-        out = tuple(m.release(v) for m, v in zip(mechs, (z2, e, c), strict=True))
+        out = tuple(v for v, _ in released)
         self._charge(
             "laplace:district_summary",
-            [m.event(dimension=nd) for m in mechs],
+            [x for _, x in released],
             [o.tolist() for o in out],
             key="calibration",
             value=out,
@@ -507,12 +501,10 @@ class TransactionParty(_ReleasingParty):
             float(hits.sum()),
             float(mask.sum()),
         )
-        ev = self.plan.evaluation_events()
-        mechs = [
-            LaplaceMechanism(sensitivity=e.sensitivity, scale=e.scale, bound=p.intra_bound)
-            for e in ev
+        released = [
+            self._laplace(e, v) for e, v in zip(self.plan.evaluation_events(), values, strict=True)
         ]
-        noisy = [float(m.release(v)) for m, v in zip(mechs, values, strict=True)]
+        noisy = [float(v) for v, _ in released]
         out = {
             "rel_err_sum": noisy[0],
             "log_err_sum": noisy[1],
@@ -521,9 +513,7 @@ class TransactionParty(_ReleasingParty):
             "released": "laplace",
             "term_clip": EVAL_TERM_CLIP,
         }
-        self._charge(
-            "laplace:evaluation", [m.event(dimension=1) for m in mechs], noisy, key=key, value=out
-        )
+        self._charge("laplace:evaluation", [x for _, x in released], noisy, key=key, value=out)
         return out
 
     def _owner_report(
@@ -591,8 +581,6 @@ class TransactionParty(_ReleasingParty):
             PrivacyParameterError: ``epsilon <= 0``.
             BudgetExceededError: the owner's cap refuses the release (nothing released).
         """
-        from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, PrivateAppraisal
-
         job = PrivateAppraisal(
             self.public,
             properties,
@@ -687,12 +675,12 @@ class RegionParty(_ReleasingParty):
         p = self.plan.privacy
         assert p is not None
         h = self.cfg.region_hidden
-        mech = LaplaceMechanism(sensitivity=ev.sensitivity, scale=ev.scale, bound=1.0)
-        noisy = mech.release(z[:, :h]).clamp(-1.0, 1.0)
+        noisy, charged = self._laplace(ev, z[:, :h])
+        noisy = noisy.clamp(-1.0, 1.0)  # post-processing: z entries lie in [-1, 1]
         out = torch.cat([noisy, z[:, h:]], dim=1)
         self._charge(
             "laplace:region_z",
-            [mech.event(dimension=int(noisy.numel()))],
+            [charged],
             noisy.numpy().tobytes(),
             key=key,
             value=out,

@@ -10,11 +10,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pandas as pd
+import torch
+
 from fedmugrep.checks import check_bool, check_choice, check_float, check_int
 from fedmugrep.errors import ConfigError, PrivacyParameterError
+from fedmugrep.models.mugrep import ModelConfig
 from fedmugrep.privacy.calibration import laplace_scale_for_epsilon, noise_multiplier_for_epsilon
 from fedmugrep.privacy.events import GaussianEvent, LaplaceEvent, PrivacyEvent
 from fedmugrep.training.per_target import sum_sensitivity
+from fedmugrep.training.prepare import Encoders, GraphConfig
 
 #: Upper end of every epsilon and clip a plan may carry (far above any useful value).
 MAX_EPSILON_OR_CLIP = 1e6
@@ -353,6 +358,20 @@ class FederationPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PublicArtefacts:
+    """Agreed before training; contains no private value (fitted on mock / public data)."""
+
+    encoders: Encoders
+    model_config: ModelConfig
+    graph_config: GraphConfig
+    val_start: pd.Timestamp
+    test_start: pd.Timestamp
+    # optional public starting weights ({"event": ..., "region": ...}), e.g. mock pretraining
+    init_state: dict[str, dict[str, torch.Tensor]] | None = None
+
 
 
 #: The per-round releases in a party's ledger, and how many of them precede the end of round 0:

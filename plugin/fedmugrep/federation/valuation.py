@@ -43,7 +43,7 @@ from fedmugrep.data import loading as _loading
 from fedmugrep.data.regions import assign_regions
 from fedmugrep.data.schema import LAT_RANGE, LON_RANGE
 from fedmugrep.errors import ConfigError, PrivacyParameterError
-from fedmugrep.federation.parties import PublicArtefacts
+from fedmugrep.federation.plan import PublicArtefacts
 from fedmugrep.graphs.event import build_query_edges
 from fedmugrep.models.mugrep import EventModel, ModelConfig, Prediction, TransactionGraph
 from fedmugrep.privacy.events import LaplaceEvent

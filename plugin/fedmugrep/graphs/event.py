@@ -18,7 +18,7 @@ Choice rule (part of the privacy argument; deterministic)
 
 Consequences: in-degree ``<= K`` (step 3 stops at ``K``) and out-degree ``<= K`` (step 3
 skips saturated sources) for every node, in every graph this function builds — these are
-the ``K`` bounds of DESIGN.md §3. Distances are great-circle km
+the ``K`` bounds of ARCHITECTURE §3. Distances are great-circle km
 (:func:`fedmugrep.graphs.geo.haversine_km`).
 
 Privacy note for the sensitivity argument (add/remove one transaction ``r``). Within one

@@ -1,6 +1,6 @@
 """L1 clipping and noisy sums/counts: the sensitivity bookkeeping behind Laplace releases.
 
-Privacy unit: one transaction record, add or remove (DESIGN §3). The rules used here:
+Privacy unit: one transaction record, add or remove (ARCHITECTURE §3). The rules used here:
 
 * **Per record.** After :func:`clip_l1_per_record` every record's contribution ``v`` has
   ``||v||_1 <= C``; a sum over records (in total, or split by group when each record belongs

@@ -5,7 +5,7 @@ Modelled on Google ``dp_accounting``'s ``DpEvent`` family: an event says *what* 
 privacy cost and say whether they :meth:`support <fedmugrep.privacy.accountant.FedMugRepAccountant.supports>`
 an event before composing it.
 
-Neighbouring relation everywhere: add or remove one transaction record (DESIGN §3).
+Neighbouring relation everywhere: add or remove one transaction record (ARCHITECTURE §3).
 """
 
 from __future__ import annotations

@@ -273,6 +273,16 @@ class LaplaceMechanism:
         self.source: RandomSource = source if source is not None else SecureRandomSource()
 
     @classmethod
+    def from_event(
+        cls, event: LaplaceEvent, *, source: RandomSource | None = None
+    ) -> LaplaceMechanism:
+        """The mechanism an event describes (its sensitivity, scale and bound): releasing with
+        it and charging ``mechanism.event(dimension=...)`` charges what the event states."""
+        return cls(
+            sensitivity=event.sensitivity, bound=event.bound, scale=event.scale, source=source
+        )
+
+    @classmethod
     def for_budget(
         cls,
         *,

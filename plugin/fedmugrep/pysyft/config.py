@@ -105,7 +105,7 @@ class DatasiteConfig:
         host: interface the HTTP server binds to (keep ``127.0.0.1`` unless behind a proxy).
             A host that is not loopback (``127.0.0.0/8``, ``::1``, ``localhost``) is only
             served with ``allow_remote`` (see :meth:`check_serving_host`).
-        port: HTTP port; ``None`` lets :func:`~fedmugrep.federation.syft_runtime.launch_datasite`
+        port: HTTP port; ``None`` lets :func:`~fedmugrep.pysyft.runtime.launch_datasite`
             pick a free one.
         data_files: asset name -> private data file the owner uploads (informational for the
             runtime; the CLI uses it).

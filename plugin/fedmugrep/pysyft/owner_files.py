@@ -18,7 +18,7 @@ Two defences, used wherever fedmugrep starts a datasite:
 
 Example::
 
-    from fedmugrep.federation.owner_files import private_umask, secure_home
+    from fedmugrep.pysyft.owner_files import private_umask, secure_home
 
     repaired = secure_home(Path("datasites/agency-a"))   # [] when everything was private
     with private_umask():
@@ -70,7 +70,7 @@ def set_private_umask() -> int:
     """Make this process create files 0600 and folders 0700 from now on (for good).
 
     Bits already masked stay masked (a stricter umask is kept). Meant for processes that host
-    a datasite, before anything is created (e.g. ``python -m fedmugrep.federation.syft_server``).
+    a datasite, before anything is created (e.g. ``python -m fedmugrep.pysyft.server``).
 
     Returns:
         The previous umask.

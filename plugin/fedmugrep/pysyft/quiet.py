@@ -11,7 +11,7 @@ still be diagnosed.
 
 Our own messages stay visible because fedmugrep logs through the ``fedmugrep`` logger, whose
 level is never touched here, and because the helpers in
-:mod:`fedmugrep.federation.syft_runtime` only print *outside* their quiet blocks.
+:mod:`fedmugrep.pysyft.runtime` only print *outside* their quiet blocks.
 
 Thread safety: while any block is active, ``sys.stdout``/``sys.stderr`` are replaced by proxies
 that send text to the innermost block *of the writing thread*; threads outside a block keep

@@ -3,8 +3,8 @@
 Remote functions are tiny shims; the logic lives in the fedmugrep installed on the datasite::
 
     def toy_round(data, contract, round_no, payload):      # the syft function (no decorator)
-        from fedmugrep.federation.syft_remote import run_remote
-        from fedmugrep.federation.syft_toy import toy_round_impl
+        from fedmugrep.pysyft.remote import run_remote
+        from fedmugrep.pysyft.toy import toy_round_impl
         return run_remote(toy_round_impl, data=data, contract=contract,
                           round_no=round_no, payload=payload)
 
@@ -14,11 +14,11 @@ Remote functions are tiny shims; the logic lives in the fedmugrep installed on t
    code twice per call on a twin asset, once on the private and once on the mock data; skipping
    the mock run halves the cost and keeps side effects such as ledger entries single);
 2. refuses when the pinned privacy contract was made for another fedmugrep build
-   (:func:`~fedmugrep.federation.syft_contract.check_contract_installed`);
+   (:func:`~fedmugrep.federation.contract.check_contract_installed`);
 3. calls ``impl(ctx, data, **kwargs)`` with a :class:`RemoteContext` (home folder, datasite name,
    caller, contract);
 4. wraps the value, or a :class:`~fedmugrep.errors.FedMugRepError`, in a small dict envelope
-   that :func:`fedmugrep.federation.syft_runtime.call_remote` unwraps on the data scientist's
+   that :func:`fedmugrep.pysyft.runtime.call_remote` unwraps on the data scientist's
    side. PySyft hides exception messages from data scientists ("contact the admin"), so a
    ``BudgetExceededError`` raised in the datasite could not otherwise reach them; other
    exceptions still propagate and are logged by the server only, so their messages (which could
@@ -26,7 +26,7 @@ Remote functions are tiny shims; the logic lives in the fedmugrep installed on t
 
 The home folder comes from a context variable that the datasite server sets around every API
 call (:func:`bind_datasite_call`, installed by
-:func:`fedmugrep.federation.syft_server.build_datasite`), with the environment variable
+:func:`fedmugrep.pysyft.server.build_datasite`), with the environment variable
 ``FEDMUGREP_DATASITE_HOME`` (set by the HTTP server launcher) as fallback. The context variable
 makes several in-process datasites in one Python process each see their own home.
 
@@ -35,11 +35,8 @@ This module does not import ``syft``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import contextvars
-import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.federation.wire import MOCK_MARKER, is_mock_frame, mark_mock, strip_mock_marker
 
 __all__ = [
     "ENVELOPE_KEY",
@@ -55,24 +53,17 @@ __all__ = [
     "DatasiteCall",
     "RemoteContext",
     "bind_datasite_call",
-    "current_call",
     "datasite_home",
     "is_mock_frame",
     "mark_mock",
-    "pack_array",
     "run_remote",
     "strip_mock_marker",
-    "unpack_array",
 ]
 
 #: Environment variable the HTTP server launcher sets to the datasite's home folder.
 HOME_ENV = "FEDMUGREP_DATASITE_HOME"
 #: Environment variable the HTTP server launcher sets to the datasite's name.
 NAME_ENV = "FEDMUGREP_DATASITE_NAME"
-
-#: ``DataFrame.columns.name`` of an uploaded mock. It survives PySyft's parquet serialisation
-#: (``DataFrame.attrs`` does not), and :func:`upload_dataset` strips it from private frames.
-MOCK_MARKER = "fedmugrep:mock"
 
 #: Key that identifies an envelope returned by :func:`run_remote`.
 ENVELOPE_KEY = "fedmugrep_envelope"
@@ -117,11 +108,6 @@ def bind_datasite_call(call: DatasiteCall) -> Iterator[DatasiteCall]:
         _CURRENT_CALL.reset(token)
 
 
-def current_call() -> DatasiteCall | None:
-    """The datasite call being served, or ``None`` outside a datasite."""
-    return _CURRENT_CALL.get()
-
-
 def datasite_home() -> Path:
     """Home folder of the datasite executing the current call.
 
@@ -136,32 +122,8 @@ def datasite_home() -> Path:
         return Path(env)
     raise ConfigError(
         "not running inside a fedmugrep datasite (no bound datasite call and no "
-        f"{HOME_ENV}); start datasites with fedmugrep.federation.syft_runtime.launch_datasite"
+        f"{HOME_ENV}); start datasites with fedmugrep.pysyft.runtime.launch_datasite"
     )
-
-
-def mark_mock(frame: Any) -> Any:
-    """A copy of a DataFrame tagged as mock (``columns.name = MOCK_MARKER``)."""
-    tagged = frame.copy()
-    tagged.columns.name = MOCK_MARKER
-    return tagged
-
-
-def strip_mock_marker(frame: Any) -> Any:
-    """A copy of a DataFrame that cannot be mistaken for a mock."""
-    clean = frame.copy()
-    clean.columns.name = None
-    return clean
-
-
-def is_mock_frame(obj: Any) -> bool:
-    """Whether ``obj`` is a DataFrame uploaded as an asset's mock by :func:`upload_dataset`.
-
-    Anything else (including private frames and non-DataFrame assets) counts as private, which
-    errs on the side of charging the budget.
-    """
-    columns = getattr(obj, "columns", None)
-    return getattr(columns, "name", None) == MOCK_MARKER
 
 
 @dataclass(frozen=True)
@@ -203,7 +165,7 @@ def run_remote(
         ``{"fedmugrep_envelope": 1, "ok": False, "mock": bool, "error": <class name>,
         "message": str}`` for a :class:`~fedmugrep.errors.FedMugRepError`.
     """
-    from fedmugrep.federation.syft_contract import check_contract_installed
+    from fedmugrep.federation.contract import check_contract_installed
 
     mock = is_mock_frame(data)
     if mock and not run_on_mock:
@@ -227,40 +189,3 @@ def run_remote(
             "message": str(exc),
         }
     return {ENVELOPE_KEY: 1, "ok": True, "mock": mock, "value": value}
-
-
-def pack_array(array: Any) -> str:
-    """Encode a numpy array as an ASCII string (base64 of its ``.npy`` bytes) for a call argument.
-
-    PySyft 0.9.5 serialises a python ``list`` element by element: a list of 10,000 floats costs
-    about 1.5 s per call and 100,000 floats about 18 s, while the same numbers packed into one
-    ``str`` cost about 0.3 s and 1.2 s. Declare such arguments as ``str`` in
-    :func:`~fedmugrep.federation.syft_runtime.make_remote_function`, pass ``pack_array(x)``,
-    and call :func:`unpack_array` inside the datasite (and the other way round for results).
-
-    Shapes:
-        array: any shape; dtype must not be ``object``. The round trip keeps shape and dtype.
-    """
-    import numpy as np
-
-    arr = np.asarray(array)
-    if arr.dtype == object:
-        raise ConfigError("pack_array needs a numeric array (got dtype=object); convert it first")
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def unpack_array(text: str) -> Any:
-    """Inverse of :func:`pack_array` (never unpickles).
-
-    Raises:
-        ConfigError: when ``text`` is not a packed array.
-    """
-    import numpy as np
-
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-        return np.load(io.BytesIO(raw), allow_pickle=False)
-    except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError) as exc:
-        raise ConfigError(f"not a packed array ({exc}); build it with pack_array(x)") from exc

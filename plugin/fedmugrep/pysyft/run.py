@@ -1,6 +1,6 @@
 """Federated training on real PySyft datasites: the PySyft twin of :func:`~.local.run_local`.
 
-:func:`run_syft` plays every role of DESIGN §2 on one machine, with the same inputs and the same
+:func:`run_syft` plays every role of ARCHITECTURE §2 on one machine, with the same inputs and the same
 party code as the local runtime:
 
 1. **Data owners.** One datasite per agency (home ``home/transactions_<agency>``, the local
@@ -11,18 +11,18 @@ party code as the local runtime:
    districts, centres) and takes its attributes from the mock city. Each owner registers the
    data scientist and, with a private plan, sets the data scientist's cap in the datasite's
    ledger; a release without noise needs the owner's
-   :func:`~fedmugrep.federation.syft_parties.allow_exact_release` (always for the region, whose
+   :func:`~fedmugrep.pysyft.functions.allow_exact_release` (always for the region, whose
    ``z`` is not noised yet; for agencies only under ``privacy=None``).
 2. **Data scientist.** Derives the public artefacts from the mocks only
    (:func:`~fedmugrep.federation.local.public_artefacts`), submits one request per datasite
-   (:func:`~fedmugrep.federation.syft_parties.transaction_call` /
-   :func:`~fedmugrep.federation.syft_parties.region_call`) pinning the privacy contract and the
+   (:func:`~fedmugrep.pysyft.functions.transaction_call` /
+   :func:`~fedmugrep.pysyft.functions.region_call`) pinning the privacy contract and the
    public constant, with a call cap of exactly the calls the run makes.
-3. **Owners review** (:func:`~fedmugrep.federation.syft_runtime.describe_request`, printed when
+3. **Owners review** (:func:`~fedmugrep.pysyft.runtime.describe_request`, printed when
    ``progress``) and approve.
 4. The unchanged :class:`~fedmugrep.federation.coordinator.Coordinator` runs over
-   :class:`~fedmugrep.federation.syft_parties.SyftTransactionParty` and
-   :class:`~fedmugrep.federation.syft_parties.SyftRegionParty` proxies.
+   :class:`~fedmugrep.pysyft.proxies.SyftTransactionParty` and
+   :class:`~fedmugrep.pysyft.proxies.SyftRegionParty` proxies.
 
 Every datasite is stopped at the end, also on failure; homes (ledgers, region model state,
 PySyft databases) stay on disk.
@@ -36,50 +36,46 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from fedmugrep.data.features import CommunityEncoder
 from fedmugrep.data.loading import (
     assign_regions,
     load_communities,
     load_mobility,
     load_transactions,
 )
-from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
+from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.admission import (
     region_contract,
     transaction_contract,
     update_coordinates,
 )
-from fedmugrep.federation.coordinator import Coordinator, FederationResult
-from fedmugrep.federation.local import (
-    PUBLIC_GEOGRAPHY,
-    coordinator_region,
-    public_artefacts,
+from fedmugrep.federation.artefacts import (
+    public_from_mocks,
     public_geography,
+    region_mocks,
+    transaction_mock,
 )
+from fedmugrep.federation.contract import PrivacyContract
+from fedmugrep.federation.coordinator import Coordinator, FederationResult
+from fedmugrep.federation.local import coordinator_region
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty
 from fedmugrep.federation.plan import FederationPlan
-from fedmugrep.federation.syft_contract import PrivacyContract
-from fedmugrep.federation.syft_parties import (
-    CallStat,
-    SyftRegionParty,
-    SyftTransactionParty,
+from fedmugrep.federation.wire import as_nanosecond_dates, public_constant
+from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.pysyft.functions import (
     allow_exact_release,
-    as_nanosecond_dates,
     clear_party_cache,
-    public_constant,
     region_call,
     transaction_call,
 )
-from fedmugrep.federation.syft_remote import strip_mock_marker
-from fedmugrep.privacy.ledger import Ledger
-from fedmugrep.training.prepare import GraphConfig
+from fedmugrep.pysyft.proxies import CallStat, SyftRegionParty, SyftTransactionParty
+from fedmugrep.pysyft.remote import strip_mock_marker
 
 __all__ = [
     "DEFAULT_DATA_SCIENTIST",
@@ -137,89 +133,6 @@ def planned_calls(plan: FederationPlan) -> tuple[int, int]:
     return 1 + plan.rounds + n_val + 1 + 1, 1 + plan.rounds + 2 * int(plan.selects_best)
 
 
-# ============================================================================ mocks
-def _like(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
-    """``mock`` with ``private``'s columns, order and (where castable) dtypes."""
-    missing = [c for c in private.columns if c not in mock.columns]
-    if missing:
-        raise ConfigError(
-            f"the mock city has no columns {missing}; the private table's extra columns need "
-            "a synthetic counterpart before they can be uploaded with a mock"
-        )
-    out = mock[list(private.columns)].reset_index(drop=True).copy()
-    for col, dtype in private.dtypes.items():
-        try:
-            out[col] = out[col].astype(dtype)
-        except (TypeError, ValueError):
-            pass
-    return out
-
-
-def transaction_mock(private: pd.DataFrame, mock_city: SyntheticCity, agency: str) -> pd.DataFrame:
-    """An agency's mock: the mock city's rows for the same agency name (or, for a name the mock
-    city lacks, as many of its first rows in (date, id) order as an average agency of the mock
-    city has), shaped like the private frame's columns.
-
-    Nothing but the private frame's column names and types reaches the mock: its row count in
-    particular comes from the mock city, never from the private table (an exact count would
-    undo the noised count release).
-    """
-    if agency in mock_city.agencies:
-        rows = mock_city.agency_transactions(agency)
-    else:
-        per_agency = len(mock_city.transactions) // max(len(mock_city.agencies), 1)
-        rows = mock_city.transactions.head(max(per_agency, 1))
-    return _like(rows, private)
-
-
-def region_mocks(
-    communities: pd.DataFrame, mobility: pd.DataFrame, mock_city: SyntheticCity
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The region datasite's mocks.
-
-    Communities: the public geography (:data:`PUBLIC_GEOGRAPHY` columns, copied) and the mock
-    city's attributes (row ``i`` takes mock row ``i mod n``). Mobility: the mock city's flows.
-    """
-    attrs = mock_city.communities.reset_index(drop=True)
-    idx = [i % len(attrs) for i in range(len(communities))]
-    synthetic = attrs.iloc[idx].reset_index(drop=True)
-    geo = [c for c in PUBLIC_GEOGRAPHY if c in communities.columns]
-    for col in geo:
-        synthetic[col] = communities[col].reset_index(drop=True).to_numpy()
-    return _like(synthetic, communities), _like(mock_city.mobility, mobility)
-
-
-def public_from_mocks(
-    region_mock: pd.DataFrame, transaction_mocks: Sequence[pd.DataFrame], plan: FederationPlan
-) -> PublicArtefacts:
-    """The data scientist's public artefacts, from the datasites' mocks only.
-
-    Same function as the local runtime (:func:`~fedmugrep.federation.local.public_artefacts`)
-    on the union of the agencies' mocks in (date, id) order; ``attr_dim`` is the width of the
-    community attributes of the region mock (same columns as the private table).
-    """
-    mock = (
-        pd.concat(
-            [as_nanosecond_dates(strip_mock_marker(m)) for m in transaction_mocks],
-            ignore_index=True,
-        )
-        .sort_values(["date", "transaction_id"], kind="stable")
-        .reset_index(drop=True)
-    )
-    comms = strip_mock_marker(region_mock)
-    gcfg = GraphConfig(k=plan.k, intra_max_degree=plan.intra_max_degree)
-    public = public_artefacts(comms, mock, plan, gcfg)
-    table = comms.copy()
-    table["community"] = table["community"].astype(str)
-    table = table.set_index("community").reindex(public.encoders.vocab.communities).reset_index()
-    # the community attributes' standardisation is public too: fitted on the region mock and
-    # shipped, so the region party and mock pretraining encode attributes the same way
-    cenc = CommunityEncoder().fit(table)
-    public.encoders.extra["community_encoder"] = cenc.state_dict()
-    public.model_config = replace(public.model_config, attr_dim=int(cenc.n_features))
-    return public
-
-
 # ============================================================================ the run
 def run_syft(
     city_dir: str | Path,
@@ -262,7 +175,7 @@ def run_syft(
             in-process (the call runs in this process).
         parallel: call the agencies' datasites of a round at the same time (one thread each).
             Default: in HTTP mode only, where each call waits on another process.
-        region_datasite: ``False``: no region datasite (DESIGN §2). Model 2 then runs at the
+        region_datasite: ``False``: no region datasite (ARCHITECTURE §2). Model 2 then runs at the
             coordinator (state in ``home/coordinator/region``) over the noised intra-region
             representations and the public geography of the communities (names, districts,
             centres) only; nothing is charged for it, and only the agencies' datasites start.
@@ -280,7 +193,7 @@ def run_syft(
         ConfigError: on a bad city folder, mode or plan; with ``resume``, when there is no run
             to resume in ``home`` or the plan differs from the approved one.
     """
-    from fedmugrep.federation.syft_runtime import (
+    from fedmugrep.pysyft.runtime import (
         DatasiteConfig,
         approve_request,
         describe_request,
@@ -653,8 +566,8 @@ def _resume_public(
     """
     import torch
 
-    from fedmugrep.federation.syft_parties import public_hash
-    from fedmugrep.federation.syft_runtime import find_code, pinned_constant
+    from fedmugrep.federation.wire import public_hash
+    from fedmugrep.pysyft.runtime import find_code, pinned_constant
 
     public: PublicArtefacts = torch.load(ck_dir / PUBLIC_FILE, weights_only=False)
     expected = public_hash(public_constant(public, plan, run_id=run_id))
@@ -696,13 +609,13 @@ def _party_function(
     """A syft function pinning ``assets``, the contract and the public constant; per call it
     takes ``method: str`` and ``payload: str``; capped at ``max_calls`` private runs.
 
-    Like :func:`~fedmugrep.federation.syft_runtime.make_remote_function` (which pins a single
+    Like :func:`~fedmugrep.pysyft.runtime.make_remote_function` (which pins a single
     asset and a single constant) with a second asset and a second constant.
     """
     import syft as sy
 
-    from fedmugrep.federation.syft_policy import CallCapPolicy
-    from fedmugrep.federation.syft_quiet import quiet_syft
+    from fedmugrep.pysyft.policy import CallCapPolicy
+    from fedmugrep.pysyft.quiet import quiet_syft
 
     if not math.isfinite(max_calls) or max_calls < 1:
         raise ConfigError(f"max_calls must be >= 1 (got {max_calls})")

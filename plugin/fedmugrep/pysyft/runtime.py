@@ -35,17 +35,17 @@ the tests in ``tests/federation/test_syft_runtime.py``):
   check is ``type(value) == declared``; an ``int`` is not a ``float``). The client uploads each
   such value as an object the caller owns, one extra request per argument, so pack per-call data
   into few arguments, and numbers into a ``str`` with
-  :func:`~fedmugrep.federation.syft_remote.pack_array`: PySyft serialises a ``list`` element by
+  :func:`~fedmugrep.federation.wire.pack_array`: PySyft serialises a ``list`` element by
   element (10,000 floats cost ~1.5 s per call, as one packed string ~0.3 s). A caller cannot
   override a ``sy.Constant``: whatever it passes under that name is replaced by the pinned value.
 * One approval serves every round: 0.9.5 never enforces its own output policies' execution limits
-  (issue #9391), so :class:`~fedmugrep.federation.syft_policy.CallCapPolicy` supplies a real cap
+  (issue #9391), so :class:`~fedmugrep.pysyft.policy.CallCapPolicy` supplies a real cap
   (default: the contract's ``rounds * releases_per_round``). Every private execution counts,
   including one that ends in an error envelope.
 * Approved code runs twice per call on a twin asset (private, then mock); see
-  :mod:`fedmugrep.federation.syft_remote`.
+  :mod:`fedmugrep.pysyft.remote`.
 * Exceptions raised inside approved code reach the data scientist only as "contact the admin";
-  :func:`call_remote` therefore unwraps :func:`~fedmugrep.federation.syft_remote.run_remote`'s
+  :func:`call_remote` therefore unwraps :func:`~fedmugrep.pysyft.remote.run_remote`'s
   envelope and re-raises fedmugrep errors by class.
 * ``client.code.<name>`` resolves a function by *name*; two requests with the same function name
   collide, so :func:`submit_request` refuses a name the data scientist already used.
@@ -81,23 +81,13 @@ from fedmugrep.errors import (
     FedMugRepError,
     RequestDeniedError,
 )
-from fedmugrep.federation.owner_files import enforce_private_home, private_umask
-from fedmugrep.federation.syft_config import (
-    DatasiteConfig,
-    load_datasite_config,
-)
-from fedmugrep.federation.syft_contract import (
-    PrivacyContract,
-    fedmugrep_code_hash,
-)
-from fedmugrep.federation.syft_policy import CALL_CAP_REFUSAL, CallCapPolicy
-from fedmugrep.federation.syft_quiet import quiet_syft
-from fedmugrep.federation.syft_remote import (
-    ENVELOPE_KEY,
-    mark_mock,
-    strip_mock_marker,
-)
-from fedmugrep.federation.syft_server import build_datasite, pid_alive, read_pid_file
+from fedmugrep.federation.contract import PrivacyContract, fedmugrep_code_hash
+from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
+from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask
+from fedmugrep.pysyft.policy import CALL_CAP_REFUSAL, CallCapPolicy
+from fedmugrep.pysyft.quiet import quiet_syft
+from fedmugrep.pysyft.remote import ENVELOPE_KEY, mark_mock, strip_mock_marker
+from fedmugrep.pysyft.server import build_datasite, pid_alive, read_pid_file
 
 T = TypeVar("T")
 
@@ -215,7 +205,7 @@ class DatasiteHandle:
 
         The home is made private first (folders 0700, files 0600; a warning on the
         ``fedmugrep.federation`` logger names what had to be repaired), and everything the
-        start creates is private (see :mod:`fedmugrep.federation.owner_files`).
+        start creates is private (see :mod:`fedmugrep.pysyft.owner_files`).
 
         Raises:
             ConfigError: in HTTP mode, on a non-loopback host without ``allow_remote``.
@@ -315,7 +305,7 @@ class DatasiteHandle:
         cmd = [
             sys.executable,
             "-m",
-            "fedmugrep.federation.syft_server",
+            "fedmugrep.pysyft.server",
             "--config",
             str(toml_path),
         ]
@@ -378,7 +368,7 @@ def launch_datasite(
     Args:
         config: the datasite (name, home, admin, port...).
         mode: ``"inprocess"`` builds the datasite in this Python process (tests, simulation);
-            ``"http"`` starts ``python -m fedmugrep.federation.syft_server`` as a separate
+            ``"http"`` starts ``python -m fedmugrep.pysyft.server`` as a separate
             process serving ``http://host:port``. Both keep their state under ``config.home``
             and survive :meth:`DatasiteHandle.restart` with datasets, users, approved code and
             results intact.
@@ -394,7 +384,7 @@ def launch_datasite(
 
     The home stays private to the data owner: it is repaired at every start (folders 0700,
     files 0600, with a warning naming what was not) and whatever the datasite creates is
-    created private (:mod:`fedmugrep.federation.owner_files`).
+    created private (:mod:`fedmugrep.pysyft.owner_files`).
 
     Raises:
         ConfigError: on a bad mode, a busy port, a missing admin password, or (HTTP mode) a
@@ -545,7 +535,7 @@ def upload_dataset(
     """Upload one dataset with one asset (private data + a public mock of the same schema).
 
     The mock is tagged (``columns.name = "fedmugrep:mock"``) so approved code can tell the mock
-    run from the private run (:func:`~fedmugrep.federation.syft_remote.is_mock_frame`); the tag is
+    run from the private run (:func:`~fedmugrep.pysyft.remote.is_mock_frame`); the tag is
     removed from the private frame. Keep assets small: PySyft stores them, and every input and
     output of every call, on disk.
 
@@ -884,7 +874,7 @@ def _federation_review_lines(
     constants: Mapping[str, Any], *, role: str, call_cap: Any
 ) -> list[str]:
     # deferred: syft_parties pulls in the party code (torch), which light commands skip
-    from fedmugrep.federation.syft_parties import review_lines
+    from fedmugrep.pysyft.functions import review_lines
 
     return review_lines(
         constants, role=role, call_cap=call_cap if isinstance(call_cap, int) else None
@@ -892,7 +882,8 @@ def _federation_review_lines(
 
 
 def _describe_constant(value: Any) -> str:
-    from fedmugrep.federation.syft_parties import PUBLIC_SCHEMA, describe_public_constant
+    from fedmugrep.federation.wire import PUBLIC_SCHEMA
+    from fedmugrep.pysyft.functions import describe_public_constant
 
     if isinstance(value, Mapping) and value.get("schema") == PUBLIC_SCHEMA:
         return describe_public_constant(value)
@@ -937,7 +928,7 @@ def with_deadline(fn: Callable[[], T], timeout: float | None, what: str) -> T:
     PySyft 0.9.5's HTTP client posts API calls without a timeout, so a hung (not dead) server
     blocks its caller forever. ``fn`` runs in a daemon thread; on timeout that thread is
     abandoned (its reply, if it ever comes, is dropped: the lost-reply journal of
-    :class:`~fedmugrep.federation.syft_parties._Remote` recovers what ran). ``None``: no
+    :class:`~fedmugrep.pysyft.proxies._Remote` recovers what ran). ``None``: no
     deadline, ``fn`` runs in this thread. Meant for HTTP datasites; an in-process datasite
     would keep running the abandoned call inside this process.
     """
@@ -973,7 +964,7 @@ def call_remote(ds_client: Any, function_name: str, /, **kwargs: Any) -> Any:
     floats/ints/lists first.
 
     Returns:
-        The value, unwrapped from :func:`~fedmugrep.federation.syft_remote.run_remote`'s envelope
+        The value, unwrapped from :func:`~fedmugrep.pysyft.remote.run_remote`'s envelope
         when the function uses it.
 
     Raises:

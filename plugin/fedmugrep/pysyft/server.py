@@ -2,7 +2,7 @@
 
 Run a datasite in the foreground (what a data owner does)::
 
-    FEDMUGREP_ADMIN_PASSWORD=... python -m fedmugrep.federation.syft_server --config agency-a.toml
+    FEDMUGREP_ADMIN_PASSWORD=... python -m fedmugrep.pysyft.server --config agency-a.toml
 
 Why not ``sy.orchestra.launch(port=...)`` or ``sy.Datasite.named(...)``:
 
@@ -16,11 +16,12 @@ Why not ``sy.orchestra.launch(port=...)`` or ``sy.Datasite.named(...)``:
   restarts.
 
 :func:`build_datasite` also wraps the server's API entry point so that, while a call is being
-served, :func:`fedmugrep.federation.syft_remote.datasite_home` and ``current_call()`` return this
-datasite's home and the verified caller, for the approved code running inside that call.
+served, :func:`fedmugrep.pysyft.remote.datasite_home` returns this
+datasite's home and :func:`~fedmugrep.pysyft.remote.run_remote` sees the verified caller, for the
+approved code running inside that call.
 
 Everything under the home is private to the data owner (folders 0700, files 0600; see
-:mod:`fedmugrep.federation.owner_files`): the database holds every account's signing key. The
+:mod:`fedmugrep.pysyft.owner_files`): the database holds every account's signing key. The
 server process runs with umask 077, repairs an existing home at start (warning about what it
 changed), and :func:`build_datasite` creates the datasite and serves each call with a private
 umask also when it runs inside another process.
@@ -44,18 +45,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedmugrep.errors import ConfigError, FedMugRepError
-from fedmugrep.federation.owner_files import (
-    enforce_private_home,
-    private_umask,
-    set_private_umask,
-)
-from fedmugrep.federation.syft_config import DatasiteConfig, load_datasite_config
-from fedmugrep.federation.syft_remote import (
-    HOME_ENV,
-    NAME_ENV,
-    DatasiteCall,
-    bind_datasite_call,
-)
+from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
+from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask, set_private_umask
+from fedmugrep.pysyft.remote import HOME_ENV, NAME_ENV, DatasiteCall, bind_datasite_call
 
 __all__ = ["build_datasite", "main", "pid_alive", "read_pid_file", "serve"]
 
@@ -221,14 +213,14 @@ def serve(
     it), logs one line with the URL and the fedmugrep version and hash, and sets
     ``FEDMUGREP_DATASITE_HOME``/``FEDMUGREP_DATASITE_NAME`` for code executed in this process.
     Sets this process's umask to 077 first and repairs the permissions of an existing home
-    (:func:`~fedmugrep.federation.owner_files.enforce_private_home`, warning on stderr). On a
+    (:func:`~fedmugrep.pysyft.owner_files.enforce_private_home`, warning on stderr). On a
     non-loopback host (which needs ``config.allow_remote``) it warns that the API is plain HTTP.
 
     Args:
         config: the datasite; ``config.port`` must be set.
         reset: start from an empty datasite (see :func:`build_datasite`).
         watch_parent: stop when the process with this pid exits (used by
-            :func:`~fedmugrep.federation.syft_runtime.launch_datasite` so test servers never
+            :func:`~fedmugrep.pysyft.runtime.launch_datasite` so test servers never
             outlive their test run).
     """
     remote_warning = config.check_serving_host()  # a non-loopback host needs allow_remote
@@ -238,8 +230,8 @@ def serve(
     from syft.server.routes import make_routes
 
     import fedmugrep
-    from fedmugrep.federation.syft_contract import fedmugrep_code_hash
-    from fedmugrep.federation.syft_quiet import quiet_syft
+    from fedmugrep.federation.contract import fedmugrep_code_hash
+    from fedmugrep.pysyft.quiet import quiet_syft
 
     if config.port is None:
         raise ConfigError(f"datasite '{config.name}' has no port; set [datasite] port in its TOML")
@@ -350,10 +342,10 @@ def _start_parent_watchdog(parent_pid: int, interval: float = 1.0) -> None:
 
 def _build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fedmugrep.federation.syft_server",
+        prog="python -m fedmugrep.pysyft.server",
         description="Serve one fedmugrep PySyft datasite over HTTP (persistent across restarts).",
         epilog=(
-            "Example: FEDMUGREP_ADMIN_PASSWORD=... python -m fedmugrep.federation.syft_server "
+            "Example: FEDMUGREP_ADMIN_PASSWORD=... python -m fedmugrep.pysyft.server "
             "--config datasites/agency-a.toml"
         ),
     )
@@ -375,7 +367,7 @@ def _build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m fedmugrep.federation.syft_server``."""
+    """Entry point of ``python -m fedmugrep.pysyft.server``."""
     set_private_umask()  # before PySyft (or anything else) creates a file
     args = _build_arg_parser().parse_args(argv)
     try:

@@ -11,7 +11,7 @@ transactions, plus facts the tests check: the datasite's home folder, the caller
 process id (the HTTP server's, not the test's). It writes one line per call to
 ``home/toy_calls.log`` so tests can count private executions. ``toy_call`` has the
 ``(method, payload)`` shape of the federation's functions, for tests of the calling proxy
-(:class:`~fedmugrep.federation.syft_parties._Remote`); it logs to ``home/toy_proxy_calls.log``.
+(:class:`~fedmugrep.pysyft.proxies._Remote`); it logs to ``home/toy_proxy_calls.log``.
 ``toy_charge`` releases a Laplace-noised row count charged to the datasite's ledger (for the
 concurrent-budget test through a real datasite). It adds no noise: it is a test
 fixture, never to be approved on real data.
@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 from fedmugrep.errors import ConfigError
-from fedmugrep.federation.syft_remote import RemoteContext
+from fedmugrep.pysyft.remote import RemoteContext
 
 __all__ = [
     "toy_call",
@@ -36,8 +36,8 @@ __all__ = [
 
 
 def toy_round(data, contract, round_no, payload):
-    from fedmugrep.federation.syft_remote import run_remote
-    from fedmugrep.federation.syft_toy import toy_round_impl
+    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.toy import toy_round_impl
 
     return run_remote(
         toy_round_impl, data=data, contract=contract, round_no=round_no, payload=payload
@@ -69,8 +69,8 @@ def toy_round_impl(
 
 
 def toy_call(data, contract, method, payload):
-    from fedmugrep.federation.syft_remote import run_remote
-    from fedmugrep.federation.syft_toy import toy_call_impl
+    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.toy import toy_call_impl
 
     return run_remote(toy_call_impl, data=data, contract=contract, method=method, payload=payload)
 
@@ -92,8 +92,8 @@ def toy_call_impl(ctx: RemoteContext, data: Any, *, method: str, payload: str) -
 
 
 def toy_charge(data, contract, label):
-    from fedmugrep.federation.syft_remote import run_remote
-    from fedmugrep.federation.syft_toy import toy_charge_impl
+    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.toy import toy_charge_impl
 
     return run_remote(toy_charge_impl, data=data, contract=contract, label=label)
 

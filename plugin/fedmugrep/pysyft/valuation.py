@@ -6,9 +6,9 @@ contract stay untouched and the data owner reviews appraisal on its own terms:
 * the function :func:`appraisal_call` pins the transactions asset and two ``sy.Constant``
   values: the privacy contract of :func:`appraisal_contract` (mechanism ``laplace:appraisal``,
   the epsilon charged per call, the number of calls) and the run's public constant
-  (:func:`~fedmugrep.federation.syft_parties.public_constant`, with its run id suffixed
+  (:func:`~fedmugrep.federation.wire.public_constant`, with its run id suffixed
   ``-appraisal`` so the datasite's ledger entries and release files say what they were);
-* its output policy is :class:`~fedmugrep.federation.syft_policy.CallCapPolicy` with the
+* its output policy is :class:`~fedmugrep.pysyft.policy.CallCapPolicy` with the
   contract's number of calls;
 * the epsilon of every call is the contract's ``epsilon_per_release``: the data scientist
   cannot pass another one per call.
@@ -18,7 +18,7 @@ the same :class:`~fedmugrep.federation.parties.TransactionParty` the training re
 calls :meth:`~fedmugrep.federation.parties.TransactionParty.appraise`, which charges the
 datasite's ledger before anything is returned (the privacy argument is in
 :class:`~fedmugrep.federation.valuation.PrivateAppraisal`). The owner approves it like any
-request (:func:`~fedmugrep.federation.syft_runtime.approve_request`).
+request (:func:`~fedmugrep.pysyft.runtime.approve_request`).
 
 Data scientist::
 
@@ -44,22 +44,21 @@ import torch
 
 from fedmugrep.data.regions import assign_regions
 from fedmugrep.errors import ConfigError, PrivacyParameterError
-from fedmugrep.federation.syft_contract import PrivacyContract
-from fedmugrep.federation.syft_parties import (
-    PUBLIC_SCHEMA,
-    _admit,
-    _arg,
-    _finite_float32,
-    _pack_tensor,
-    _payload,
-    _tensor_arg,
-    _transaction_party,
-    _unpack_numeric,
-    private_phase,
-)
-from fedmugrep.federation.syft_remote import RemoteContext, pack_array
+from fedmugrep.federation.contract import PrivacyContract
 from fedmugrep.federation.valuation import APPRAISAL_MECHANISM, OUTPUT_COLUMNS, PrivateAppraisal
+from fedmugrep.federation.wire import (
+    PUBLIC_SCHEMA,
+    finite_float32,
+    pack_array,
+    pack_tensor,
+    parse_payload,
+    payload_arg,
+    tensor_arg,
+    unpack_numeric,
+)
 from fedmugrep.models.mugrep import EventModel
+from fedmugrep.pysyft.functions import _admit, _transaction_party, private_phase
+from fedmugrep.pysyft.remote import RemoteContext
 
 __all__ = [
     "APPRAISAL_FUNCTION",
@@ -133,8 +132,8 @@ def appraisal_constant(public_constant: Mapping[str, Any]) -> dict[str, Any]:
 
 # ============================================================================ datasite side
 def appraisal_call(data, contract, public, payload):
-    from fedmugrep.federation.syft_remote import run_remote
-    from fedmugrep.federation.syft_valuation import appraisal_call_impl
+    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.valuation import appraisal_call_impl
 
     return run_remote(
         appraisal_call_impl, data=data, contract=contract, public=public, payload=payload
@@ -143,7 +142,7 @@ def appraisal_call(data, contract, public, payload):
 
 def _theta_arg(args: Mapping[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``{name: packed tensor}`` checked against model 1's public state (names and shapes)."""
-    raw = _arg(args, "theta")
+    raw = payload_arg(args, "theta")
     if not isinstance(raw, Mapping):
         raise ConfigError("payload 'theta' must map tensor names to packed arrays")
     state = model.state_dict()
@@ -155,7 +154,7 @@ def _theta_arg(args: Mapping[str, Any], model: torch.nn.Module) -> dict[str, tor
         )
     out = {}
     for name, ref in state.items():
-        arr = _finite_float32(_unpack_numeric(raw[name], f"theta[{name}]"), f"theta[{name}]")
+        arr = finite_float32(unpack_numeric(raw[name], f"theta[{name}]"), f"theta[{name}]")
         if tuple(arr.shape) != tuple(ref.shape):
             raise ConfigError(
                 f"theta[{name}] has shape {tuple(arr.shape)}, model 1 {tuple(ref.shape)}"
@@ -165,7 +164,7 @@ def _theta_arg(args: Mapping[str, Any], model: torch.nn.Module) -> dict[str, tor
 
 
 def _properties_arg(args: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
-    text = _arg(args, "properties")
+    text = payload_arg(args, "properties")
     id_column = str(args.get("id_column", "transaction_id"))
     if not isinstance(text, str):
         raise ConfigError("payload 'properties' must be a JSON table (DataFrame.to_json split)")
@@ -201,12 +200,12 @@ def appraisal_call_impl(
         )
     # the plan and the arguments are checked before the private frame is read
     admission = _admit(ctx, public, "transaction", check_claims=False)
-    args = _payload(payload)
+    args = parse_payload(payload)
     with torch.random.fork_rng(devices=[]):
         model = EventModel(admission.public.model_config)
     theta = _theta_arg(args, model)
     cfg = admission.public.model_config
-    z = _tensor_arg(args, "z", (len(admission.public.encoders.vocab.communities), cfg.z_dim))
+    z = tensor_arg(args, "z", (len(admission.public.encoders.vocab.communities), cfg.z_dim))
     properties, id_column = _properties_arg(args)
     # the properties are the data scientist's: their errors are theirs to read
     PrivateAppraisal(
@@ -251,9 +250,9 @@ def submit_appraisal_request(
     """
     import syft as sy
 
-    from fedmugrep.federation.syft_policy import CallCapPolicy
-    from fedmugrep.federation.syft_quiet import quiet_syft
-    from fedmugrep.federation.syft_runtime import submit_request
+    from fedmugrep.pysyft.policy import CallCapPolicy
+    from fedmugrep.pysyft.quiet import quiet_syft
+    from fedmugrep.pysyft.runtime import submit_request
 
     contract = appraisal_contract(epsilon, max_calls, package_dir=package_dir)
     constant = appraisal_constant(public_constant)
@@ -307,7 +306,7 @@ def appraise_remote(
         BudgetExceededError: the owner's cap refused the release (nothing was released).
         FedMugRepError: the call cap is used up, the request is not approved, ...
     """
-    from fedmugrep.federation.syft_runtime import call_remote
+    from fedmugrep.pysyft.runtime import call_remote
 
     if not isinstance(properties, pd.DataFrame):
         raise ConfigError(f"properties must be a DataFrame (got {type(properties).__name__})")
@@ -316,7 +315,7 @@ def appraise_remote(
         props = assign_regions(props, geography)
     payload = {
         "theta": {n: pack_array(v.detach().cpu().float().numpy()) for n, v in theta.items()},
-        "z": _pack_tensor(z.float()),
+        "z": pack_tensor(z.float()),
         "properties": props.to_json(orient="split", index=False, date_format="iso"),
         "id_column": id_column,
     }
