@@ -1,13 +1,14 @@
-"""fedmugrep.privacy: Laplace mechanism, clipping, accountants, the privacy ledger and its audit.
+"""fedmugrep.privacy: Laplace and Gaussian mechanisms, accountants, the privacy ledger, its audit.
 
 Layout (math apart from bookkeeping apart from the user-facing layer):
 
 * :mod:`~fedmugrep.privacy.analysis` — pure RDP curves, conversion and composition.
 * :mod:`~fedmugrep.privacy.events` — immutable event records accountants consume.
 * :mod:`~fedmugrep.privacy.laplace` — the patent's Laplace mechanism, snapped (Mironov 2012).
-* :mod:`~fedmugrep.privacy.clipping` — L1 clipping, noisy sums and counts.
+* :mod:`~fedmugrep.privacy.gaussian` — the float-safe Gaussian mechanism (OpenDP).
 * :mod:`~fedmugrep.privacy.accountant` — Opacus-compatible accountants (imports opacus/torch).
-* :mod:`~fedmugrep.privacy.calibration` — noise for a target ε given other releases.
+* :mod:`~fedmugrep.privacy.calibration` — noise for a target ε given other releases (imports
+  opacus/torch: it costs candidates with the accountant registered with Opacus).
 * :mod:`~fedmugrep.privacy.ledger` — the per-datasite hash-chained budget filter.
 * :mod:`~fedmugrep.privacy.audit` — what ``fedmugrep audit`` shows.
 
@@ -30,9 +31,6 @@ _EXPORTS = {
     "SeededRandomSource": "laplace",
     "InsecureRandomnessWarning": "laplace",
     "laplace_noise": "laplace",
-    "clip_l1_per_record": "clipping",
-    "clip_l1_per_community": "clipping",
-    "noisy_sum_and_count": "clipping",
     "FedMugRepAccountant": "accountant",
     "BasicCompositionAccountant": "accountant",
     "noise_multiplier_for_epsilon": "calibration",

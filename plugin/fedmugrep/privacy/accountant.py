@@ -16,6 +16,11 @@ Both are registered in Opacus's accountant registry on import, so
 
 Use :func:`~fedmugrep.privacy.calibration.noise_multiplier_for_epsilon` to choose ``sigma``:
 Opacus's ``make_private_with_epsilon`` ignores what was spent before.
+
+:func:`create_accountant` obtains an accountant from Opacus's registry by name, as Opacus's own
+``create_accountant`` does, so whatever class is registered under a fedmugrep name is the one
+used; the calibration (:mod:`fedmugrep.privacy.calibration`) and, in a process that has
+imported opacus, the ledger (:mod:`fedmugrep.privacy.ledger`) get theirs through it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from opacus.accountants import registry as opacus_registry
 from opacus.accountants.accountant import IAccountant
 from opacus.accountants.registry import register_accountant
 
@@ -62,6 +68,9 @@ class FedMugRepAccountant(IAccountant):
         history: Opacus-format DP-SGD steps ``[(noise_multiplier, sample_rate, steps)]`` (kept
             in that format so Opacus's ``get_noise_multiplier`` and checkpoints work).
         events: every other event composed (Laplace, Gaussian), in order.
+        event_positions: for each of ``events``, the length of ``history`` when it was
+            composed; :meth:`all_events` interleaves the two lists by it, so the events are
+            composed in the order they were given (the order determines the floating-point sums).
         orders: the RDP orders optimised over.
     """
 
@@ -76,6 +85,7 @@ class FedMugRepAccountant(IAccountant):
         super().__init__()
         self.history: list[tuple[float, float, int]] = []
         self.events: list[PrivacyEvent] = []
+        self.event_positions: list[int] = []
         self.orders: tuple[float, ...] = tuple(orders) if orders is not None else DEFAULT_ORDERS
 
     def __repr__(self) -> str:
@@ -105,6 +115,7 @@ class FedMugRepAccountant(IAccountant):
             self._add_steps(event.noise_multiplier, event.sample_rate, event.steps)
         else:
             self.events.append(event)
+            self.event_positions.append(len(self.history))
 
     def _add_steps(self, noise_multiplier: float, sample_rate: float, steps: int) -> None:
         if self.history and self.history[-1][:2] == (noise_multiplier, sample_rate):
@@ -118,9 +129,25 @@ class FedMugRepAccountant(IAccountant):
         self.compose(SubsampledGaussianEvent(noise_multiplier, sample_rate, 1))
 
     def all_events(self) -> list[PrivacyEvent]:
-        """Every composed event, DP-SGD steps included, as fedmugrep event records."""
+        """Every composed event, DP-SGD steps included, as fedmugrep event records.
+
+        In composition order: each of ``events`` after the ``history`` entries that existed
+        when it was composed (DP-SGD steps merged into an earlier entry stay there, which
+        keeps the order in which each distinct event first appeared).
+        """
         steps = [SubsampledGaussianEvent(s, q, int(n)) for (s, q, n) in self.history]
-        return list(self.events) + steps
+        positions = self.event_positions
+        if len(positions) != len(self.events):  # ``events`` replaced wholesale: steps last
+            positions = [0] * len(self.events)
+        out: list[PrivacyEvent] = []
+        taken = 0
+        for event, position in zip(self.events, positions, strict=True):
+            upto = min(position, len(steps))
+            out.extend(steps[taken:upto])
+            taken = max(taken, upto)
+            out.append(event)
+        out.extend(steps[taken:])
+        return out
 
     @property
     def steps(self) -> int:
@@ -151,9 +178,11 @@ class FedMugRepAccountant(IAccountant):
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self, destination: Any = None) -> Any:
-        """Opacus-style state: ``history``, ``mechanism``, plus ``events`` and ``orders``."""
+        """Opacus-style state: ``history``, ``mechanism``, plus ``events``, their positions and
+        ``orders``."""
         destination = super().state_dict(destination if destination is not None else OrderedDict())
         destination["events"] = [e.to_dict() for e in self.events]
+        destination["event_positions"] = list(self.event_positions)
         destination["orders"] = list(self.orders)
         return destination
 
@@ -162,6 +191,10 @@ class FedMugRepAccountant(IAccountant):
         super().load_state_dict(state_dict)
         self.history = [(float(s), float(q), int(n)) for (s, q, n) in state_dict["history"]]
         self.events = [event_from_dict(dict(e)) for e in state_dict.get("events", [])]
+        positions = state_dict.get("event_positions")
+        if positions is None or len(positions) != len(self.events):
+            positions = [0] * len(self.events)  # a state without positions: steps last
+        self.event_positions = [int(p) for p in positions]
         if "orders" in state_dict:
             self.orders = tuple(float(a) for a in state_dict["orders"])
 
@@ -191,25 +224,44 @@ ACCOUNTANTS: dict[str, type[FedMugRepAccountant]] = {
 }
 
 
-def create_accountant(mechanism: str = FedMugRepAccountant.MECHANISM) -> FedMugRepAccountant:
-    """A fresh accountant by name.
+def create_accountant(
+    mechanism: str = FedMugRepAccountant.MECHANISM, *, orders: Sequence[float] | None = None
+) -> FedMugRepAccountant:
+    """A fresh accountant by name, created by Opacus's accountant registry.
+
+    The registry builds whatever class is registered under ``mechanism`` (fedmugrep's own
+    unless :func:`opacus.accountants.registry.register_accountant` replaced it).
+
+    Args:
+        mechanism: a fedmugrep accountant name (a key of :data:`ACCOUNTANTS`).
+        orders: RDP orders to optimise over (``None``: the accountant's default).
 
     Raises:
-        ConfigError: the name is unknown (the message lists the valid names).
+        ConfigError: the name is unknown (the message lists the valid names), or the class
+            registered under it is not a :class:`FedMugRepAccountant`.
     """
-    try:
-        return ACCOUNTANTS[mechanism]()
-    except KeyError:
+    if mechanism not in ACCOUNTANTS:
+        raise ConfigError(f"unknown accountant {mechanism!r}; choose one of {sorted(ACCOUNTANTS)}")
+    accountant = opacus_registry.create_accountant(mechanism)
+    if not isinstance(accountant, FedMugRepAccountant):
         raise ConfigError(
-            f"unknown accountant {mechanism!r}; choose one of {sorted(ACCOUNTANTS)}"
-        ) from None
+            f"Opacus's accountant registry maps {mechanism!r} to {type(accountant).__name__}, "
+            "which cannot compose fedmugrep events; register a FedMugRepAccountant subclass "
+            f"with opacus.accountants.registry.register_accountant({mechanism!r}, ..., force=True)"
+        )
+    if orders is not None:
+        accountant.orders = tuple(orders)
+    return accountant
 
 
 def accountant_from_events(
-    events: Iterable[PrivacyEvent], mechanism: str = FedMugRepAccountant.MECHANISM
+    events: Iterable[PrivacyEvent],
+    mechanism: str = FedMugRepAccountant.MECHANISM,
+    *,
+    orders: Sequence[float] | None = None,
 ) -> FedMugRepAccountant:
-    """A new accountant that has composed ``events``."""
-    acc = create_accountant(mechanism)
+    """A new accountant (from :func:`create_accountant`) that has composed ``events``."""
+    acc = create_accountant(mechanism, orders=orders)
     for event in events:
         acc.compose(event)
     return acc

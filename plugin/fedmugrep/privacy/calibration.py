@@ -6,6 +6,11 @@ history) and planned ones (``planned_events``, e.g. the per-round noised represe
 are composed with the candidate noise on the same RDP curve, so the *total* stays within the
 target.
 
+Each candidate is costed by the accountant registered with Opacus under
+:data:`CALIBRATION_ACCOUNTANT` (created through Opacus's registry by
+:func:`~fedmugrep.privacy.accountant.create_accountant`, as Opacus's own
+``get_noise_multiplier`` does): it composes the events and reports ε at δ.
+
 Example::
 
     sigma = noise_multiplier_for_epsilon(
@@ -22,11 +27,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 from fedmugrep.errors import BudgetExceededError, PrivacyParameterError
-from fedmugrep.privacy.analysis.composition import compose_events
+from fedmugrep.privacy.accountant import FedMugRepAccountant, accountant_from_events
 from fedmugrep.privacy.analysis.rdp import DEFAULT_ORDERS
 from fedmugrep.privacy.events import LaplaceEvent, PrivacyEvent, SubsampledGaussianEvent
 
-__all__ = ["laplace_scale_for_epsilon", "noise_multiplier_for_epsilon"]
+__all__ = ["CALIBRATION_ACCOUNTANT", "laplace_scale_for_epsilon", "noise_multiplier_for_epsilon"]
+
+#: Name, in Opacus's accountant registry, of the accountant that costs each candidate noise.
+CALIBRATION_ACCOUNTANT = FedMugRepAccountant.MECHANISM
 
 _MAX_NOISE = 1e6
 
@@ -75,7 +83,9 @@ def _bisect(
 
 
 def _base_epsilon(events: list[PrivacyEvent], delta: float, orders: Sequence[float]) -> float:
-    return compose_events(events, delta=delta, orders=orders).epsilon
+    """ε at ``delta`` of ``events``, from a fresh registered accountant that composed them."""
+    accountant = accountant_from_events(events, CALIBRATION_ACCOUNTANT, orders=orders)
+    return accountant.get_epsilon(delta)
 
 
 def noise_multiplier_for_epsilon(
