@@ -119,6 +119,16 @@ def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city,
         assert 0 < s["epsilon"] <= s["cap"] == 3.0 and s["ledger_ok"]
     assert {"mae", "mape", "mae_log", "coverage80"} <= set(rep["federated"])
     assert Path(rep["model_file"]).is_file()  # the exported model for `fedmugrep appraise`
+    # the same post-run report as the demo, in the home: `fedmugrep report HOME` redraws it
+    from fedmugrep.report.inputs import load_inputs
+
+    home = tmp_path / "h"
+    assert json.loads((home / "report.json").read_text()) == rep
+    assert (home / "report" / "index.html").is_file() and (home / "predictions.csv").is_file()
+    inputs = load_inputs(home)
+    assert "epsilon" not in inputs.missing and "communities" not in inputs.missing
+    assert set(inputs.epsilon_curves) == set(rep["privacy"])
+    assert main(["report", str(home)]) == 0
     capsys.readouterr()
     assert main(["audit", "--home", str(tmp_path / "h" / "transactions_agency1"), "--verify"]) == 0
     assert "agency1" in capsys.readouterr().out

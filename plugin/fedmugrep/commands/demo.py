@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -67,13 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.commands.train_central import format_summary
     from fedmugrep.data.loading import load_communities
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
-    from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan, epsilon_after_each_round
-    from fedmugrep.federation.valuation import ValuationModel
-    from fedmugrep.privacy.audit import spending_summary
-    from fedmugrep.privacy.ledger import Ledger
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.pysyft.run import run_syft
-    from fedmugrep.report import write_report
+    from fedmugrep.report.run_summary import print_summary, save_run, summarise_run
     from fedmugrep.training.central import TrainConfig, central_reference
 
     t0 = time.perf_counter()
@@ -127,96 +122,22 @@ def run(args: argparse.Namespace) -> int:
         region_datasite=not args.no_region_datasite,
     )
 
-    privacy_rep, eps_curves = {}, {}
-    for dataset, home in res.homes.items():
-        summary = spending_summary(home, res.data_scientist, dataset)
-        if summary is None:  # nothing capped: exact releases the owner allowed (no privacy)
-            continue
-        privacy_rep[dataset] = summary
-        eps_curves[dataset] = epsilon_after_each_round(
-            Ledger(home).entries(), dataset, len(res.history)
-        )
-
-    # the data owners' view: exact metrics and per-row predictions stay in each datasite's home;
-    # the demo plays every owner, so it may pool them (the data scientist only got noised sums)
-    agency_homes = [h for n, h in res.homes.items() if n != "region"]
-    predictions = owner_predictions(agency_homes)
-    owner_pooled, owner_per = pooled_metrics(predictions)
-    predictions.to_csv(args.out / "predictions.csv", index=False)
-    model_file = ValuationModel.from_result(
-        res, geography=load_communities(city_dir / "communities.csv")
-    ).save(args.out / "model.pt")
-
-    fed = {k: owner_pooled[k] for k in ("mae", "mape", "mae_log", "coverage80", "n")}
-    history = []
-    for i, h in enumerate(res.history):
-        rec = {
-            "round": h.round,
-            "seconds": h.seconds,
-            "bytes_up": h.bytes_up,
-            "bytes_dense": h.bytes_dense,
-            "epsilon": {d: c[i] for d, c in eps_curves.items() if i < len(c)},
-        }
-        if h.train_loss is not None:
-            rec["train_loss"] = h.train_loss
-        history.append(rec)
+    out = summarise_run(
+        res, plan, communities=load_communities(city_dir / "communities.csv"), out_dir=args.out
+    )
     out = {
         "mode": mode,
-        "federated": fed,
-        "federated_note": "exact test metrics from the data owners' own reports (pooled)",
-        "federated_released": {
-            k: v
-            for k, v in res.metrics.items()
-            if k in ("mae", "mape", "mae_log", "coverage80", "n") or k.endswith("_noise_sd")
-        },
-        "federated_per_agency": owner_per,
+        **out,
         "centralized": {k: central["model"][k] for k in ("mae", "mape", "mae_log", "coverage80")},
         "baselines": central.get("baselines", {}),
-        "privacy": privacy_rep,
-        "noise_multiplier": res.noise_multiplier,
-        "history": history,
-        "bytes_per_round": [h.bytes_up for h in res.history],
-        "bytes_dense_per_round": res.history[-1].bytes_dense if res.history else 0,
-        "district_summary": res.district_summary,
         "setup_seconds": res.setup_seconds,
         "train_seconds": res.train_seconds,
-        "model_file": str(model_file),
-        "plan": plan.to_dict(),
     }
     if "bayes_floor" in central:
         out["bayes_floor"] = central["bayes_floor"]
     out["demo_seconds"] = time.perf_counter() - t0
-
-    ratio = fed["mape"] / out["centralized"]["mape"]
-    rel = out["federated_released"]
-    print(
-        f"federated test (data owners' exact metrics): MAE {fed['mae']:,.0f}  MAPE "
-        f"{fed['mape']:.4f} ({ratio:.2f} x centralized)  MAE log {fed['mae_log']:.4f}  "
-        f"coverage80 {fed['coverage80']:.3f}"
-    )
-    if privacy is not None:
-        print(
-            f"  released to the data scientist (Laplace-noised, +- noise sd): MAPE "
-            f"{rel['mape']:.4f} +- {rel['mape_noise_sd']:.4f}  MAE log {rel['mae_log']:.4f} "
-            f"+- {rel['mae_log_noise_sd']:.4f}  coverage80 {rel['coverage80']:.3f} "
-            f"+- {rel['coverage80_noise_sd']:.3f}"
-        )
-    for name, st in privacy_rep.items():
-        print(
-            f"  {name}: epsilon {st['epsilon']:.3f} of cap {st['cap']}; ledger verified: "
-            f"{st['ledger_ok']}"
-        )
-    if res.history:
-        up = sum(res.history[-1].bytes_up.values()) / len(res.history[-1].bytes_up)
-        print(
-            f"  bytes up per datasite per round: {up:,.0f} (dense {out['bytes_dense_per_round']:,})"
-        )
-    print(f"  model for valuations: {model_file} (fedmugrep appraise --model {model_file} ...)")
-    for target in [args.out / "report.json", args.json]:
-        if target:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(out, indent=2, default=str))
-    page = write_report(args.out)
+    print_summary(out)
+    page = save_run(out, args.out, also=args.json)
     print(
         f"report written to {args.out / 'report.json'} and {page.html} ({out['demo_seconds']:.0f} s)"
     )

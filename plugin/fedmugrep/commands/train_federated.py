@@ -1,14 +1,15 @@
 """``fedmugrep train-federated``: federated fed-MugRep on a synthetic-city folder (local runtime).
 
 Every party runs in this process through the same party code the PySyft datasites run;
-each agency's ledger lives under ``--home``. The PySyft-backed run is ``fedmugrep demo`` once
-the federation issue lands.
+each agency's ledger lives under ``--home``, and so do the run's ``report.json``, the owners'
+pooled ``predictions.csv``, the exported ``model.pt`` and the report page (the same post-run
+report as ``fedmugrep demo``; ``fedmugrep report HOME`` redraws it). The PySyft-backed run is
+``fedmugrep demo``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 EPILOG = """example:
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.data.loading import load_communities
     from fedmugrep.federation.local import run_local
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-    from fedmugrep.federation.valuation import ValuationModel
-    from fedmugrep.privacy.audit import spending_summary
+    from fedmugrep.report.run_summary import print_summary, save_run, summarise_run
 
     privacy = (
         None
@@ -101,44 +101,19 @@ def run(args: argparse.Namespace) -> int:
         region_datasite=not args.no_region_datasite,
     )
 
-    spent = {}
-    if privacy is not None:
-        region = [] if args.no_region_datasite else [args.home / "region"]
-        for folder in [*sorted(args.home.glob("transactions_*")), *region]:
-            name = folder.name.removeprefix("transactions_")
-            summary = spending_summary(folder, "data-scientist", name)
-            if summary is not None:
-                spent[name] = summary
-    model_file = ValuationModel.from_result(
-        res, geography=load_communities(args.city / "communities.csv")
-    ).save(args.export_model or args.home / "model.pt")
-    out = {
-        "federated": res.owner_metrics,
-        "federated_note": "exact test metrics from the data owners' own reports (pooled)",
-        "federated_released": res.metrics,
-        "privacy": spent,
-        "noise_multiplier": res.noise_multiplier,
-        "bytes_per_round": [h.bytes_up for h in res.history],
-        "bytes_dense_per_round": res.history[-1].bytes_dense if res.history else 0,
-        "model_file": str(model_file),
-        "plan": plan.to_dict(),
-    }
-    m = res.owner_metrics
-    print(
-        f"federated test (data owners' exact metrics): MAE {m['mae']:,.0f}  MAPE {m['mape']:.4f}  "
-        f"MAE log {m['mae_log']:.4f}  coverage80 {m['coverage80']:.3f}"
+    out = summarise_run(
+        res,
+        plan,
+        communities=load_communities(args.city / "communities.csv"),
+        out_dir=args.home,
+        model_file=args.export_model,
+        communities_file=(args.city / "communities.csv").resolve(),
     )
-    if privacy is not None:
-        r = res.metrics
-        print(
-            f"  released to the data scientist (noised): MAPE {r['mape']:.4f} "
-            f"+- {r['mape_noise_sd']:.4f} (noise sd)"
-        )
-    for name, st in spent.items():
-        print(f"  {name}: epsilon spent {st['epsilon']:.3f} of cap {st['cap']}")
-    print(f"  model for valuations: {model_file}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-        print(f"report written to {args.json}")
+    print_summary(out)
+    page = save_run(out, args.home, also=args.json)
+    print(
+        f"report written to {args.home / 'report.json'}"
+        + (f" and {args.json}" if args.json else "")
+        + f"; page {page.html} (fedmugrep report {args.home} redraws it)"
+    )
     return 0

@@ -133,7 +133,7 @@ def public_from_mocks(
 ) -> PublicArtefacts:
     """The data scientist's public artefacts, from the datasites' mocks only.
 
-    Same function as the local runtime (:func:`~fedmugrep.federation.local.public_artefacts`)
+    Same function as the local runtime (:func:`~fedmugrep.federation.artefacts.public_artefacts`)
     on the union of the agencies' mocks in (date, id) order; ``attr_dim`` is the width of the
     community attributes of the region mock (same columns as the private table).
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class FederationResult:
     # exact test metrics pooled from the data owners' reports (filled by runtimes that hold
     # the datasites' homes, i.e. when one process plays every role on synthetic data)
     owner_metrics: dict = field(default_factory=dict)
+    # who was charged, and each party's home (its ledger and the owner's reports)
+    data_scientist: str = ""
+    homes: dict[str, Path] = field(default_factory=dict)
 
 
 def released_ranges(pooled: dict, plan: FederationPlan, parties: int) -> dict:
@@ -91,13 +95,14 @@ class Coordinator:
         self,
         plan: FederationPlan,
         public: PublicArtefacts,
-        agencies: dict[str, TransactionSite],
+        agencies: Mapping[str, TransactionSite],
         region: RegionSite,
         *,
         checkpoint: Path | None = None,
         parallel: bool = False,
     ) -> None:
-        self.plan, self.public, self.agencies, self.region = plan, public, agencies, region
+        self.plan, self.public, self.region = plan, public, region
+        self.agencies: dict[str, TransactionSite] = dict(agencies)
         self.parallel = parallel
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.dropped: list[str] = []

@@ -134,6 +134,10 @@ def run_local(
             )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
     result = coordinator.run(progress=progress)
+    result.data_scientist = region.data_scientist
+    result.homes = {n: a.home for n, a in agencies.items()}
+    if region_datasite:
+        result.homes[region.name] = region.home
     result.owner_metrics, _ = pooled_metrics(
         owner_predictions([a.home for a in agencies.values() if a.name not in result.dropped])
     )

@@ -373,7 +373,6 @@ class PublicArtefacts:
     init_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
-
 #: The per-round releases in a party's ledger, and how many of them precede the end of round 0:
 #: an agency's update is released during its round (the first one closes round 0); the region
 #: releases the ``z`` of the initial state before round 0 and, with each round's update, the

@@ -14,7 +14,7 @@ party code as the local runtime:
    :func:`~fedmugrep.pysyft.functions.allow_exact_release` (always for the region, whose
    ``z`` is not noised yet; for agencies only under ``privacy=None``).
 2. **Data scientist.** Derives the public artefacts from the mocks only
-   (:func:`~fedmugrep.federation.local.public_artefacts`), submits one request per datasite
+   (:func:`~fedmugrep.federation.artefacts.public_artefacts`), submits one request per datasite
    (:func:`~fedmugrep.pysyft.functions.transaction_call` /
    :func:`~fedmugrep.pysyft.functions.region_call`) pinning the privacy contract and the
    public constant, with a call cap of exactly the calls the run makes.
@@ -102,8 +102,6 @@ class SyftFederationResult(FederationResult):
         calls: every remote call (party, method, seconds, bytes sent and received).
         setup_seconds: launching datasites, uploads, accounts, requests and approvals.
         train_seconds: the coordinator's run (setup release, rounds, evaluations).
-        data_scientist: the data scientist's e-mail (the identity in every ledger).
-        homes: datasite name -> home folder.
         executions: datasite name -> private executions of this run's request so far, as the
             datasite counts them against the call cap (a resumed run's ``calls`` hold only its
             own calls; this counts the crashed part too).
@@ -112,8 +110,6 @@ class SyftFederationResult(FederationResult):
     calls: list[CallStat] = field(default_factory=list)
     setup_seconds: float = 0.0
     train_seconds: float = 0.0
-    data_scientist: str = ""
-    homes: dict[str, Path] = field(default_factory=dict)
     executions: dict[str, int] = field(default_factory=dict)
 
 
@@ -463,8 +459,8 @@ def run_syft(
         coordinator = Coordinator(
             plan,
             public,
-            agencies,  # type: ignore[arg-type]
-            region,  # type: ignore[arg-type]
+            agencies,
+            region,
             checkpoint=ck_dir / "checkpoint.pt",
             parallel=parallel,
         )
@@ -476,7 +472,11 @@ def run_syft(
         }
         calls = [c for party in (*agencies.values(), region) for c in getattr(party, "calls", [])]
         return SyftFederationResult(
-            **{f.name: getattr(base, f.name) for f in fields(FederationResult)},
+            **{
+                f.name: getattr(base, f.name)
+                for f in fields(FederationResult)
+                if f.name not in ("data_scientist", "homes")
+            },
             calls=sorted(calls, key=lambda c: c.party),
             setup_seconds=t_train - t_start,
             train_seconds=t_end - t_train,

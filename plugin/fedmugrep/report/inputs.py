@@ -246,9 +246,12 @@ def _curves_from_history(history: list[dict[str, Any]]) -> dict[str, EpsilonCurv
 
 
 def _curves_from_ledgers(
-    run_dir: Path, sites: list[str]
+    run_dir: Path, sites: list[str], homes: dict[str, str] | None = None
 ) -> tuple[dict[str, EpsilonCurve], list[str]]:
     """Cumulative epsilon per charged ledger entry, in ledger order, per datasite.
+
+    The ledgers are under ``homes`` (``report["homes"]``: site -> home) when the report names
+    them, else under ``run_dir/datasites/<site>``.
 
     Uses ``total_epsilon`` of each ``charged`` entry (the pair's total at the cap's delta after
     that release). When a ledger holds several pairs, the pair whose dataset is named after the
@@ -259,9 +262,13 @@ def _curves_from_ledgers(
     curves: dict[str, EpsilonCurve] = {}
     problems: list[str] = []
     base = run_dir / "datasites"
-    candidates = sorted(set(sites) | {p.parent.name for p in base.glob(f"*/{LEDGER_FILENAME}")})
+    if homes:
+        where = {site: Path(h) for site, h in homes.items()}
+    else:
+        where = {p.parent.name: p.parent for p in base.glob(f"*/{LEDGER_FILENAME}")}
+    candidates = sorted(set(sites) | set(where))
     for site in candidates:
-        home = base / site
+        home = where.get(site, base / site)
         if not (home / LEDGER_FILENAME).is_file():
             problems.append(f"{home / LEDGER_FILENAME} not found")
             continue
@@ -320,7 +327,9 @@ def load_inputs(run_dir: Path, sweep: Path | None = None) -> ReportInputs:
     if miss is not None:
         inputs.missing["predictions"] = miss
 
-    comm_path = run_dir / "city" / "communities.csv"
+    # a run's report may name its community table (train-federated reads the city elsewhere)
+    named = report.get("communities_file")
+    comm_path = Path(named) if isinstance(named, str) else run_dir / "city" / "communities.csv"
     comm_fix = f"{demo} (writes the city there) or `fedmugrep synth --out {run_dir / 'city'}`"
     comms, miss = _read_csv(comm_path, COMMUNITY_COLUMNS, comm_fix)
     if comms is not None:
@@ -340,7 +349,8 @@ def load_inputs(run_dir: Path, sweep: Path | None = None) -> ReportInputs:
 
     curves = _curves_from_history(inputs.history)
     if not curves:
-        curves, problems = _curves_from_ledgers(run_dir, sorted(inputs.privacy))
+        homes = report.get("homes") if isinstance(report.get("homes"), dict) else None
+        curves, problems = _curves_from_ledgers(run_dir, sorted(inputs.privacy), homes)
         if not curves:
             problem = (
                 'report.json has no per-round "epsilon" in its history, and no ledger with '
