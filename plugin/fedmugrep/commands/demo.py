@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmugrep.commands.train_central import format_summary
     from fedmugrep.data.loading import load_communities
     from fedmugrep.data.synthetic import CityConfig, make_city, write_city
+    from fedmugrep.federation.owners import agency_files
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
     from fedmugrep.pysyft.run import run_syft
     from fedmugrep.report.run_summary import print_summary, save_run, summarise_run
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     city_dir = args.out / "city"
     print(f"[1/3] synthetic city (seed {cfg.seed}) -> {city_dir}")
     write_city(make_city(cfg), city_dir)
-    tx_files = sorted(city_dir.glob("transactions_agency*.csv"))
+    tx_files = list(agency_files(city_dir).values())
 
     print(f"[2/3] centralized reference on {len(tx_files)} agencies' pooled transactions")
     central = central_reference(

@@ -21,6 +21,7 @@ from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.federation.artefacts import public_from_mocks, public_geography, region_mocks
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
 from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
+from fedmugrep.federation.owners import agency_files, owner_caps
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty, TransactionParty
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.pretrain import pretrain_on_mocks
@@ -105,14 +106,13 @@ def run_local(
             epochs=plan.pretrain_epochs,
             seed=plan.seed,
         )
+    caps = owner_caps(plan, cap_epsilon)
     agencies = {}
-    for f in sorted(city_dir.glob("transactions_agency*.csv")):
+    for name, f in agency_files(city_dir).items():
         df = assign_regions(load_transactions(f), comms)
-        name = f.stem.removeprefix("transactions_")
         party = TransactionParty(name, df, home / f.stem, public, plan, request_id=run_id)
-        if plan.privacy is not None:
-            cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
-            party.ledger.set_cap(party.data_scientist, name, epsilon=cap, delta=plan.privacy.delta)
+        if caps.agency is not None:
+            party.ledger.set_cap(party.data_scientist, name, epsilon=caps.agency, delta=caps.delta)
         agencies[name] = party
     if not region_datasite:
         region = coordinator_region(public, comms, plan, home / "coordinator" / "region", run_id)
@@ -125,12 +125,9 @@ def run_local(
             init_state=public.init_state["region"] if public.init_state else None,
             request_id=run_id,
         )
-        if plan.privacy is not None and plan.privacy.region_epsilon is not None:
+        if caps.region is not None:
             region.ledger.set_cap(
-                region.data_scientist,
-                region.name,
-                epsilon=plan.privacy.region_epsilon,
-                delta=plan.privacy.delta,
+                region.data_scientist, region.name, epsilon=caps.region, delta=caps.delta
             )
     coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
     result = coordinator.run(progress=progress)

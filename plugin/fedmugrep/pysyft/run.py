@@ -64,6 +64,7 @@ from fedmugrep.federation.artefacts import (
 from fedmugrep.federation.contract import PrivacyContract
 from fedmugrep.federation.coordinator import Coordinator, FederationResult
 from fedmugrep.federation.local import coordinator_region
+from fedmugrep.federation.owners import agency_files, owner_caps
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.wire import as_nanosecond_dates, public_constant
@@ -209,11 +210,9 @@ def run_syft(
             f"call_timeout must be a positive number of seconds or None (got {call_timeout!r})"
         )
     city_dir, home = Path(city_dir), Path(home)
-    files = sorted(city_dir.glob("transactions_agency*.csv"))
-    if not files:
-        raise ConfigError(
-            f"no transactions_agency*.csv in {city_dir}; write a city with `fedmugrep synth`"
-        )
+    by_name = agency_files(city_dir)
+    files = list(by_name.values())
+    caps = owner_caps(plan, cap_epsilon)
     package_dir = None
     if pythonpath:
         package_dir = Path(pythonpath[0]) / "fedmugrep"
@@ -224,7 +223,7 @@ def run_syft(
     ds_password = secrets.token_urlsafe(18)
     handles: dict[str, Any] = {}
     admins: dict[str, Any] = {}
-    agency_names = [f.stem.removeprefix("transactions_") for f in files]
+    agency_names = list(by_name)
 
     region_name = "region"
     site_homes = {region_name: home / region_name} if region_datasite else {}
@@ -302,12 +301,9 @@ def run_syft(
                 mock=mob_mock,
                 description="mobility flows between communities (mock: synthetic flows)",
             )
-            if plan.privacy is not None and plan.privacy.region_epsilon is not None:
+            if caps.region is not None:
                 Ledger(region_home).set_cap(
-                    data_scientist,
-                    region_name,
-                    epsilon=plan.privacy.region_epsilon,
-                    delta=plan.privacy.delta,
+                    data_scientist, region_name, epsilon=caps.region, delta=caps.delta
                 )
             else:
                 allow_exact_release(
@@ -325,10 +321,9 @@ def run_syft(
                     mock=transaction_mock(df, mock_city, name),
                     description=f"{name}'s sales with prices (mock: synthetic city seed {mock_seed})",
                 )
-                if plan.privacy is not None:
-                    cap = cap_epsilon if cap_epsilon is not None else plan.privacy.epsilon
+                if caps.agency is not None:
                     Ledger(site_home).set_cap(
-                        data_scientist, name, epsilon=cap, delta=plan.privacy.delta
+                        data_scientist, name, epsilon=caps.agency, delta=caps.delta
                     )
                 else:
                     allow_exact_release(
