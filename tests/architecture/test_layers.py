@@ -120,3 +120,51 @@ def test_importing_the_whole_protocol_loads_no_syft() -> None:
     ).stdout.split()
     assert int(out[0]) >= 10  # the protocol's modules were all imported
     assert out[1:] == ["[]"]
+
+
+def test_the_cli_help_loads_neither_torch_nor_syft() -> None:
+    """``fedmugrep --help`` and every light command's help stay fast: nothing on the way to the
+    argument parser imports torch, PyTorch Geometric or syft (the packages load names lazily)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from fedmugrep.cli import main\n"
+        "for argv in (['--help'], ['audit', '--help'], ['budget', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(m for m in ('torch', 'torch_geometric', 'syft', 'opacus') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.strip()
+    assert out == "[]"
+
+
+def function_level_imports() -> list[tuple[str, int, str, bool]]:
+    """``(file, line, module, commented)`` for every import inside a function."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for fn in ast.walk(ast.parse(text)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                    line = lines[node.lineno - 1]
+                    above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                    commented = "#" in line or above.startswith("#")
+                    rel = str(path.relative_to(PACKAGE.parent))
+                    found.append((rel, node.lineno, str(module), commented))
+    return found
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    """Imports inside functions are deliberate (a heavy dependency deferred, or a function
+    PySyft ships to a datasite as source) and say so on their line."""
+    found = function_level_imports()
+    assert len(found) > 20  # the scan sees them
+    assert [f for f in found if not f[3]] == []

@@ -49,7 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmugrep.federation.valuation import ValuationModel, load_history, load_properties
+    from fedmugrep.federation.valuation import (  # deferred: loads torch
+        ValuationModel,
+        load_history,
+        load_properties,
+    )
 
     model = ValuationModel.load(args.model)
     props = load_properties(args.properties, id_column=args.id_column)

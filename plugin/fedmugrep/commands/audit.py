@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fedmugrep.errors import LedgerIntegrityError
+from fedmugrep.privacy.audit import audit_report, export, render_table
+from fedmugrep.privacy.ledger import Ledger
 
 EPILOG = """\
 Examples:
@@ -66,9 +68,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep audit``; raises LedgerIntegrityError when verification fails."""
-    from fedmugrep.privacy.audit import audit_report, export, render_table
-    from fedmugrep.privacy.ledger import Ledger
-
     ledger = Ledger(args.home, create=False)
     report = audit_report(ledger, verify=args.verify, expected_head=args.expected_head)
     if args.json:

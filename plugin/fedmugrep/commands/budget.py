@@ -18,6 +18,7 @@ from typing import Any
 from fedmugrep.commands.budget_table import budget_rows, format_budget_table
 from fedmugrep.commands.datasite import add_config_argument, load_config, usage_errors
 from fedmugrep.errors import ConfigError
+from fedmugrep.privacy.ledger import Ledger
 
 __all__ = ["budget_rows", "format_budget_table", "register"]
 
@@ -121,8 +122,6 @@ def _check_email(email: str) -> str:
 # =============================================================================== commands
 def run_set(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep budget set``."""
-    from fedmugrep.privacy.ledger import Ledger
-
     config = load_config(args.config)
     email = _check_email(args.data_scientist)
     epsilon = args.epsilon if args.epsilon is not None else config.epsilon_cap

@@ -35,6 +35,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from fedmugrep.cli import EXIT_USAGE
+from fedmugrep.commands.budget_table import budget_rows, format_budget_table
+from fedmugrep.data.loading import (
+    assign_regions,
+    load_communities,
+    load_mobility,
+    load_transactions,
+)
+from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.errors import ConfigError, FedMugRepError
 from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
 from fedmugrep.privacy.witness import check_witness, read_witness
@@ -133,8 +144,6 @@ def usage_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argpars
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-        from fedmugrep.cli import EXIT_USAGE
-
         try:
             with private_umask():
                 return func(args)
@@ -169,7 +178,7 @@ def _is_datasite_process(pid: int) -> bool:
 
 def server_pid(config: DatasiteConfig) -> int | None:
     """Pid of the datasite's running HTTP server, or ``None`` (no pid file, dead or foreign pid)."""
-    from fedmugrep.pysyft.server import pid_alive, read_pid_file
+    from fedmugrep.pysyft.server import pid_alive, read_pid_file  # deferred: loads torch
 
     pid = read_pid_file(config.pid_file)
     if pid is None or not pid_alive(pid) or not _is_datasite_process(pid):
@@ -211,7 +220,7 @@ def admin_login(config: DatasiteConfig, url: str, pid: int | None = None) -> Any
     the client is reused by later commands in the same process (notebooks and tests calling
     :func:`fedmugrep.cli.main` repeatedly) as long as the same server process runs.
     """
-    from fedmugrep.pysyft.runtime import login
+    from fedmugrep.pysyft.runtime import login  # deferred: loads syft, torch
 
     password = config.resolve_admin_password()
     key = (url, config.admin_email, pid, hashlib.sha256(password.encode()).hexdigest())
@@ -345,7 +354,7 @@ def run_start(args: argparse.Namespace) -> int:
     else:
         if not (config.syft_dir / "db" / "syft.db").exists():  # first start: data must be there
             _check_data_files(config, args.config)
-        from fedmugrep.pysyft.runtime import launch_datasite
+        from fedmugrep.pysyft.runtime import launch_datasite  # deferred: loads syft, torch
 
         handle = launch_datasite(
             config, mode="http", detach=True, startup_timeout=float(args.timeout)
@@ -404,7 +413,7 @@ def _check_ledger_witness(config: DatasiteConfig) -> None:
 
 
 def _dataset_names(admin: Any) -> list[str]:
-    from fedmugrep.pysyft.runtime import quiet_syft
+    from fedmugrep.pysyft.runtime import quiet_syft  # deferred: loads syft, torch
 
     with quiet_syft():
         return sorted(str(d.name) for d in admin.datasets.get_all())
@@ -419,17 +428,12 @@ def upload_missing(
     if not wanted:
         return []
     _check_data_files(config, path)
-    import pandas as pd
 
-    from fedmugrep.data.loading import (
-        assign_regions,
-        load_communities,
-        load_mobility,
-        load_transactions,
+    from fedmugrep.federation.artefacts import (  # deferred: loads torch
+        region_mocks,
+        transaction_mock,
     )
-    from fedmugrep.data.synthetic import CityConfig, make_city
-    from fedmugrep.federation.artefacts import region_mocks, transaction_mock
-    from fedmugrep.pysyft.runtime import upload_dataset
+    from fedmugrep.pysyft.runtime import upload_dataset  # deferred: loads syft, torch
 
     files = config.data_files
     mock_city = make_city(CityConfig(seed=mock_seed))
@@ -479,7 +483,7 @@ def upload_missing(
 # =============================================================================== stop
 def run_stop(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite stop``."""
-    from fedmugrep.pysyft.server import pid_alive, read_pid_file
+    from fedmugrep.pysyft.server import pid_alive, read_pid_file  # deferred: loads torch
 
     config = load_config(args.config)
     pid = read_pid_file(config.pid_file)
@@ -527,8 +531,6 @@ def _print_stop(args: argparse.Namespace, report: dict[str, Any], text: str) -> 
 # =============================================================================== status
 def run_status(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite status``."""
-    from fedmugrep.commands.budget_table import budget_rows, format_budget_table
-
     config = load_config(args.config)
     pid = server_pid(config)
     report: dict[str, Any] = {
@@ -554,7 +556,7 @@ def run_status(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             report["note"] = f"datasets and requests unavailable: {exc}"
         else:
-            from fedmugrep.pysyft.runtime import list_requests
+            from fedmugrep.pysyft.runtime import list_requests  # deferred: loads syft, torch
 
             report["datasets"] = _dataset_names(admin)
             counts = {"pending": 0, "approved": 0, "rejected": 0}

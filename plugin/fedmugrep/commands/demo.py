@@ -14,7 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from fedmugrep.commands.train_central import format_summary
+from fedmugrep.data.loading import load_communities
+from fedmugrep.data.synthetic import CityConfig, make_city, write_city
 
 EPILOG = """example:
   fedmugrep demo                          # in-process datasites, writes runs/demo/report.json
@@ -61,16 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from fedmugrep.commands.train_central import format_summary
-    from fedmugrep.data.loading import load_communities
-    from fedmugrep.data.synthetic import CityConfig, make_city, write_city
-    from fedmugrep.federation.owners import agency_files
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-    from fedmugrep.pysyft.run import run_syft
-    from fedmugrep.report.run_summary import print_summary, save_run, summarise_run
-    from fedmugrep.training.central import TrainConfig, central_reference
+    from fedmugrep.federation.owners import agency_files  # deferred: loads torch
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # deferred: loads torch
+    from fedmugrep.pysyft.run import run_syft  # deferred: loads torch
+    from fedmugrep.report.run_summary import (  # deferred: loads torch, matplotlib
+        print_summary,
+        save_run,
+        summarise_run,
+    )
+    from fedmugrep.training.central import TrainConfig, central_reference  # deferred: loads torch
 
     t0 = time.perf_counter()
     # a demo plays every data owner on a fresh synthetic city: a previous demo's datasites

@@ -65,7 +65,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep report``; raises DataValidationError (exit 2) on a bad RUN_DIR."""
-    from fedmugrep.report import write_report
+    from fedmugrep.report import write_report  # deferred: loads matplotlib
 
     result = write_report(args.run_dir, out=args.out, sweep=args.sweep)
     if args.json:

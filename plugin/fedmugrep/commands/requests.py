@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Any
 
+import fedmugrep
+from fedmugrep.commands.budget_table import budget_rows
 from fedmugrep.commands.datasite import (
     add_config_argument,
     admin_login,
@@ -23,6 +25,7 @@ from fedmugrep.commands.datasite import (
     usage_errors,
 )
 from fedmugrep.errors import ConfigError
+from fedmugrep.federation.contract import fedmugrep_code_hash
 from fedmugrep.pysyft.config import DatasiteConfig
 
 __all__ = ["register", "request_row"]
@@ -30,7 +33,7 @@ __all__ = ["register", "request_row"]
 #: Characters of a request id ``list`` shows (any unique prefix is accepted).
 ID_PREFIX = 8
 
-#: Stated epsilon of a release without noise (``syft_federation.UNBOUNDED_EPSILON``).
+#: Stated epsilon of a release without noise (``fedmugrep.federation.admission.UNBOUNDED_EPSILON``).
 _UNBOUNDED = sys.float_info.max
 
 EPILOG = """\
@@ -160,7 +163,7 @@ def _id(request: Any) -> str:
 
 def request_row(request: Any) -> dict[str, Any]:
     """One request as plain data (what ``list --json`` prints)."""
-    from fedmugrep.pysyft.runtime import quiet_syft, request_contract
+    from fedmugrep.pysyft.runtime import quiet_syft, request_contract  # deferred: loads syft, torch
 
     contract = request_contract(request)
     with quiet_syft():
@@ -209,7 +212,7 @@ def _admin(args: argparse.Namespace) -> tuple[DatasiteConfig, Any]:
 
 def _find(admin: Any, config: DatasiteConfig, args: argparse.Namespace) -> Any:
     """The request named by ``args.request_id`` (a unique, case-insensitive id prefix)."""
-    from fedmugrep.pysyft.runtime import list_requests
+    from fedmugrep.pysyft.runtime import list_requests  # deferred: loads syft, torch
 
     wanted = str(args.request_id).replace("-", "").strip().lower()
     requests = list_requests(admin)
@@ -246,7 +249,7 @@ def _require_pending(request: Any, row: dict[str, Any], action: str) -> None:
 # =============================================================================== commands
 def run_list(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests list``."""
-    from fedmugrep.pysyft.runtime import list_requests
+    from fedmugrep.pysyft.runtime import list_requests  # deferred: loads syft, torch
 
     config, admin = _admin(args)
     rows = [request_row(r) for r in list_requests(admin, status=args.status)]
@@ -270,7 +273,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests show``."""
-    from fedmugrep.pysyft.runtime import describe_request
+    from fedmugrep.pysyft.runtime import describe_request  # deferred: loads syft, torch
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
@@ -284,8 +287,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests approve``."""
-    from fedmugrep.commands.budget_table import budget_rows
-    from fedmugrep.pysyft.runtime import approve_request, request_refusal
+    from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
+        approve_request,
+        request_refusal,
+    )
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
@@ -318,9 +323,6 @@ def run_approve(args: argparse.Namespace) -> int:
         )
     contract = row["contract"]
     if contract is not None:
-        import fedmugrep
-        from fedmugrep.federation.contract import fedmugrep_code_hash
-
         local = (fedmugrep.__version__, fedmugrep_code_hash())
         if (contract["fedmugrep_version"], contract["fedmugrep_code_hash"]) != local:
             notes.append(
@@ -343,7 +345,7 @@ def run_approve(args: argparse.Namespace) -> int:
 
 def run_deny(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests deny``."""
-    from fedmugrep.pysyft.runtime import deny_request
+    from fedmugrep.pysyft.runtime import deny_request  # deferred: loads syft, torch
 
     if not args.reason or not args.reason.strip():
         raise ConfigError(

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmugrep.training.central import TrainConfig, central_reference
+    from fedmugrep.training.central import TrainConfig, central_reference  # deferred: loads torch
 
     out = central_reference(
         list(args.transactions),

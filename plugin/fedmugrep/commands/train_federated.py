@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedmugrep.data.loading import load_communities
+
 EPILOG = """example:
   fedmugrep synth --out city/
   fedmugrep train-federated --city city/ --home runs/fed --rounds 60 --epsilon 8 --json runs/fed.json
@@ -71,10 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmugrep.data.loading import load_communities
-    from fedmugrep.federation.local import run_local
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-    from fedmugrep.report.run_summary import print_summary, save_run, summarise_run
+    from fedmugrep.federation.local import run_local  # deferred: loads torch
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # deferred: loads torch
+    from fedmugrep.report.run_summary import (  # deferred: loads torch, matplotlib
+        print_summary,
+        save_run,
+        summarise_run,
+    )
 
     privacy = (
         None

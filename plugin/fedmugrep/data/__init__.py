@@ -1,39 +1,40 @@
 """fedmugrep.data: input schema and validation, CSV/Parquet loading, feature encoding, and the
 built-in synthetic city with ground truth (ARCHITECTURE §6)."""
 
+# Names load on first use (PEP 562): importing one submodule (say the light geometry
+# helpers) does not pull in torch and PyTorch Geometric through this package.
+
 from __future__ import annotations
 
-from fedmugrep.data.features import CommunityEncoder, FeatureEncoder
-from fedmugrep.data.geo import haversine_km, km_to_degrees, project_km
-from fedmugrep.data.loading import Problem, load_communities, load_mobility, load_transactions
-from fedmugrep.data.regions import assign_regions
-from fedmugrep.data.schema import community_attribute_columns, profile_columns
-from fedmugrep.data.synthetic import (
-    CityConfig,
-    SyntheticCity,
-    bayes_floor,
-    bayes_floor_factor,
-    make_city,
-    write_city,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "CityConfig",
-    "CommunityEncoder",
-    "FeatureEncoder",
-    "Problem",
-    "SyntheticCity",
-    "assign_regions",
-    "bayes_floor",
-    "bayes_floor_factor",
-    "community_attribute_columns",
-    "haversine_km",
-    "km_to_degrees",
-    "load_communities",
-    "load_mobility",
-    "load_transactions",
-    "make_city",
-    "profile_columns",
-    "project_km",
-    "write_city",
-]
+_EXPORTS = {
+    "CityConfig": "synthetic",
+    "CommunityEncoder": "features",
+    "FeatureEncoder": "features",
+    "Problem": "loading",
+    "SyntheticCity": "synthetic",
+    "assign_regions": "regions",
+    "bayes_floor": "synthetic",
+    "bayes_floor_factor": "synthetic",
+    "community_attribute_columns": "schema",
+    "haversine_km": "geo",
+    "km_to_degrees": "geo",
+    "load_communities": "loading",
+    "load_mobility": "loading",
+    "load_transactions": "loading",
+    "make_city": "synthetic",
+    "profile_columns": "schema",
+    "project_km": "geo",
+    "write_city": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"fedmugrep.data.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

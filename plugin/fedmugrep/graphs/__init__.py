@@ -5,25 +5,31 @@ great-circle km (:func:`fedmugrep.graphs.geo.haversine_km`); every rule is deter
 (ties: lower index first).
 """
 
+# Names load on first use (PEP 562): importing one submodule (say the light geometry
+# helpers) does not pull in torch and PyTorch Geometric through this package.
+
 from __future__ import annotations
 
-from fedmugrep.graphs.event import EventGraph, build_event_graph, build_query_edges
-from fedmugrep.graphs.geo import EARTH_RADIUS_KM, haversine_km
-from fedmugrep.graphs.region import (
-    RELATIONS,
-    build_community_graph,
-    build_intra_region_graph,
-    community_index,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "EARTH_RADIUS_KM",
-    "RELATIONS",
-    "EventGraph",
-    "build_community_graph",
-    "build_event_graph",
-    "build_intra_region_graph",
-    "build_query_edges",
-    "community_index",
-    "haversine_km",
-]
+_EXPORTS = {
+    "EARTH_RADIUS_KM": "geo",
+    "EventGraph": "event",
+    "RELATIONS": "region",
+    "build_community_graph": "region",
+    "build_event_graph": "event",
+    "build_intra_region_graph": "region",
+    "build_query_edges": "event",
+    "community_index": "region",
+    "haversine_km": "geo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"fedmugrep.graphs.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -104,7 +104,7 @@ def _to_flat(value: Any) -> tuple[np.ndarray, Any]:
     """``value`` as a flat float64 array and a function restoring its type/shape/device."""
     module = type(value).__module__.split(".")[0]
     if module == "torch":
-        import torch
+        import torch  # deferred: loads torch
 
         tensor: Any = value
         flat = tensor.detach().to("cpu", torch.float64).numpy().reshape(-1)

@@ -366,7 +366,7 @@ class LaplaceMechanism:
         """
         module = type(value).__module__.split(".")[0]
         if module == "torch":
-            import torch
+            import torch  # deferred: loads torch
 
             tensor: Any = value
             arr = tensor.detach().to("cpu", torch.float64).numpy().reshape(-1)

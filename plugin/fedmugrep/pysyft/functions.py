@@ -55,6 +55,7 @@ from fedmugrep.federation.admission import (
     transaction_contract,
     update_coordinates,
 )
+from fedmugrep.federation.contract import PrivacyContract
 from fedmugrep.federation.parties import (
     PublicArtefacts,
     RegionParty,
@@ -153,8 +154,8 @@ def _caller(ctx: RemoteContext) -> str:
 
 
 def transaction_call(data, contract, public, method, payload):
-    from fedmugrep.pysyft.functions import transaction_call_impl
-    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.functions import transaction_call_impl  # shipped as source
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
 
     return run_remote(
         transaction_call_impl,
@@ -167,8 +168,8 @@ def transaction_call(data, contract, public, method, payload):
 
 
 def region_call(data, mobility, contract, public, method, payload):
-    from fedmugrep.pysyft.functions import region_call_impl
-    from fedmugrep.pysyft.remote import run_remote
+    from fedmugrep.pysyft.functions import region_call_impl  # shipped as source
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
 
     return run_remote(
         region_call_impl,
@@ -394,7 +395,7 @@ class _RegionState:
 def _region_state(
     ctx: RemoteContext, comms: pd.DataFrame, mobility: pd.DataFrame, admission: _Admission
 ) -> _RegionState:
-    from fedmugrep.training.prepare import community_graph
+    from fedmugrep.training.prepare import community_graph  # deferred: loads torch
 
     key = ("region", _home_key(ctx.home), ctx.datasite, _caller(ctx), admission.key)
     with _CACHE_LOCK:
@@ -509,8 +510,7 @@ def review_lines(constants: Mapping[str, Any], *, role: str, call_cap: int | Non
     """The privacy lines that lead a federation request's review sheet, computed with the
     datasite's own admission code (:func:`_admit`'s checks) from the pinned constants; empty
     when the request pins no federation plan."""
-    from fedmugrep.federation.admission import review_summary
-    from fedmugrep.federation.contract import PrivacyContract
+    from fedmugrep.federation.admission import review_summary  # deferred: loads torch
 
     public_d = next(
         (

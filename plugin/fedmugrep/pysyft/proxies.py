@@ -167,12 +167,12 @@ class _Remote:
                 self._written.add(key)
 
     def _deadline(self, fn: Any, what: str) -> Any:
-        from fedmugrep.pysyft.runtime import with_deadline
+        from fedmugrep.pysyft.runtime import with_deadline  # deferred: loads syft, torch
 
         return with_deadline(fn, self.call_timeout, f"datasite '{self.name}', {what}")
 
     def _executions_now(self) -> int:
-        from fedmugrep.pysyft.runtime import execution_outputs
+        from fedmugrep.pysyft.runtime import execution_outputs  # deferred: loads syft, torch
 
         return self._deadline(
             lambda: len(execution_outputs(self.client, self.function_name)), "execution history"
@@ -189,7 +189,10 @@ class _Remote:
         intent_file = self._intent_file
         if intent_file is None or not intent_file.is_file():
             return None
-        from fedmugrep.pysyft.runtime import execution_outputs, fetch_output
+        from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
+            execution_outputs,
+            fetch_output,
+        )
 
         intent = json.loads(intent_file.read_text(encoding="utf-8"))
         try:
@@ -244,7 +247,7 @@ class _Remote:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _once(self, method: str, payload: Mapping[str, Any], tag: Any) -> Any:
-        from fedmugrep.pysyft.runtime import call_remote
+        from fedmugrep.pysyft.runtime import call_remote  # deferred: loads syft, torch
 
         text, key = self._text_and_key(method, payload, tag)
         if method in self.cacheable and key not in self._written:

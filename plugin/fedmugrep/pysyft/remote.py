@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.federation.contract import check_contract_installed
 from fedmugrep.federation.wire import MOCK_MARKER, is_mock_frame, mark_mock, strip_mock_marker
 
 __all__ = [
@@ -165,8 +166,6 @@ def run_remote(
         ``{"fedmugrep_envelope": 1, "ok": False, "mock": bool, "error": <class name>,
         "message": str}`` for a :class:`~fedmugrep.errors.FedMugRepError`.
     """
-    from fedmugrep.federation.contract import check_contract_installed
-
     mock = is_mock_frame(data)
     if mock and not run_on_mock:
         return {ENVELOPE_KEY: 1, "ok": True, "mock": True, "value": None}

@@ -30,8 +30,11 @@ PySyft databases) stay on disk.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
@@ -76,6 +79,7 @@ from fedmugrep.pysyft.functions import (
     transaction_call,
 )
 from fedmugrep.pysyft.proxies import CallStat, SyftRegionParty, SyftTransactionParty
+from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import strip_mock_marker
 
 __all__ = [
@@ -190,7 +194,7 @@ def run_syft(
         ConfigError: on a bad city folder, mode or plan; with ``resume``, when there is no run
             to resume in ``home`` or the plan differs from the approved one.
     """
-    from fedmugrep.pysyft.runtime import (
+    from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
         DatasiteConfig,
         approve_request,
         describe_request,
@@ -356,7 +360,7 @@ def run_syft(
                 region_public[0], [tx_assets[n].mock for n in agency_names], plan
             )
             if plan.pretrain_epochs:  # public: the mocks only, before any private release
-                from fedmugrep.federation.pretrain import pretrain_on_mocks
+                from fedmugrep.federation.pretrain import pretrain_on_mocks  # deferred: loads torch
 
                 public.init_state = pretrain_on_mocks(
                     public,
@@ -497,8 +501,6 @@ PUBLIC_FILE = "public.pt"
 
 def _clear_coordinator(ck_dir: Path) -> None:
     """A fresh run: forget the last run's checkpoint, session and journal of replies."""
-    import shutil
-
     for name in ("checkpoint.pt", "checkpoint.tmp", SESSION_FILE, PUBLIC_FILE, "run_id"):
         (ck_dir / name).unlink(missing_ok=True)
     shutil.rmtree(ck_dir / "replies", ignore_errors=True)
@@ -511,10 +513,7 @@ def _save_session(
 ) -> None:
     """What a resumed run needs: the run id, the data scientist's account (its password in a
     file only this user can read) and the public artefacts the requests pin."""
-    import json
-    import os
-
-    import torch
+    import torch  # deferred: loads torch
 
     ck_dir.mkdir(parents=True, exist_ok=True)
     torch.save(public, ck_dir / PUBLIC_FILE)
@@ -531,8 +530,6 @@ def _load_session(ck_dir: Path, data_scientist: str) -> dict[str, str]:
     Raises:
         ConfigError: when there is none, or it belongs to another data scientist.
     """
-    import json
-
     path = ck_dir / SESSION_FILE
     if not path.is_file() or not (ck_dir / PUBLIC_FILE).is_file():
         raise ConfigError(
@@ -559,10 +556,10 @@ def _resume_public(
     Raises:
         ConfigError: when a request is missing, not approved, or pins another constant.
     """
-    import torch
+    import torch  # deferred: loads torch
 
-    from fedmugrep.federation.wire import public_hash
-    from fedmugrep.pysyft.runtime import find_code, pinned_constant
+    from fedmugrep.federation.wire import public_hash  # deferred: loads torch
+    from fedmugrep.pysyft.runtime import find_code, pinned_constant  # deferred: loads syft, torch
 
     public: PublicArtefacts = torch.load(ck_dir / PUBLIC_FILE, weights_only=False)
     expected = public_hash(public_constant(public, plan, run_id=run_id))
@@ -607,10 +604,9 @@ def _party_function(
     Like :func:`~fedmugrep.pysyft.runtime.make_remote_function` (which pins a single
     asset and a single constant) with a second asset and a second constant.
     """
-    import syft as sy
+    import syft as sy  # deferred: loads syft, torch
 
-    from fedmugrep.pysyft.policy import CallCapPolicy
-    from fedmugrep.pysyft.quiet import quiet_syft
+    from fedmugrep.pysyft.policy import CallCapPolicy  # deferred: loads syft, torch
 
     if not math.isfinite(max_calls) or max_calls < 1:
         raise ConfigError(f"max_calls must be >= 1 (got {max_calls})")

@@ -71,6 +71,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import pandas as pd
 import syft as sy
 
 import fedmugrep
@@ -550,8 +551,6 @@ def upload_dataset(
     Raises:
         ConfigError: when the inputs are not DataFrames or their columns differ.
     """
-    import pandas as pd
-
     if not isinstance(private, pd.DataFrame) or not isinstance(mock, pd.DataFrame):
         raise ConfigError(
             f"private and mock must be pandas DataFrames (got {type(private).__name__} and "
@@ -873,7 +872,7 @@ def _output_policy_label(code: Any) -> str:
 def _federation_review_lines(
     constants: Mapping[str, Any], *, role: str, call_cap: Any
 ) -> list[str]:
-    # deferred: syft_parties pulls in the party code (torch), which light commands skip
+    # deferred: the remote functions pull in the party code (torch), which light commands skip
     from fedmugrep.pysyft.functions import review_lines
 
     return review_lines(
@@ -882,8 +881,8 @@ def _federation_review_lines(
 
 
 def _describe_constant(value: Any) -> str:
-    from fedmugrep.federation.wire import PUBLIC_SCHEMA
-    from fedmugrep.pysyft.functions import describe_public_constant
+    from fedmugrep.federation.wire import PUBLIC_SCHEMA  # deferred: loads torch
+    from fedmugrep.pysyft.functions import describe_public_constant  # deferred: loads torch
 
     if isinstance(value, Mapping) and value.get("schema") == PUBLIC_SCHEMA:
         return describe_public_constant(value)

@@ -44,9 +44,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import fedmugrep
 from fedmugrep.errors import ConfigError, FedMugRepError
+from fedmugrep.federation.contract import fedmugrep_code_hash
 from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
 from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask, set_private_umask
+from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import HOME_ENV, NAME_ENV, DatasiteCall, bind_datasite_call
 
 __all__ = ["build_datasite", "main", "pid_alive", "read_pid_file", "serve"]
@@ -81,13 +84,13 @@ def build_datasite(
             (PySyft would use them instead of the datasite's own identity) or the password is
             missing.
     """
-    import syft.server.server as syft_server_module
-    from syft.server.datasite import Datasite
-    from syft.store.blob_storage.on_disk import (
+    import syft.server.server as syft_server_module  # deferred: loads syft, torch
+    from syft.server.datasite import Datasite  # deferred: loads syft, torch
+    from syft.store.blob_storage.on_disk import (  # deferred: loads syft, torch
         OnDiskBlobStorageClientConfig,
         OnDiskBlobStorageConfig,
     )
-    from syft.store.db.sqlite import SQLiteDBConfig
+    from syft.store.db.sqlite import SQLiteDBConfig  # deferred: loads syft, torch
 
     for name, value in (
         ("SERVER_PRIVATE_KEY", syft_server_module.signing_key_env),
@@ -145,8 +148,8 @@ def build_datasite(
 
 
 def _load_or_create_identity(path: Path) -> tuple[Any, Any]:
-    from syft.server.credentials import SyftSigningKey
-    from syft.types.uid import UID
+    from syft.server.credentials import SyftSigningKey  # deferred: loads syft, torch
+    from syft.types.uid import UID  # deferred: loads syft, torch
 
     if path.exists():
         try:
@@ -225,13 +228,9 @@ def serve(
     """
     remote_warning = config.check_serving_host()  # a non-loopback host needs allow_remote
     set_private_umask()  # before PySyft (or anything else) creates a file
-    import uvicorn
-    from fastapi import APIRouter, FastAPI
-    from syft.server.routes import make_routes
-
-    import fedmugrep
-    from fedmugrep.federation.contract import fedmugrep_code_hash
-    from fedmugrep.pysyft.quiet import quiet_syft
+    import uvicorn  # deferred: loads uvicorn
+    from fastapi import APIRouter, FastAPI  # deferred: loads fastapi
+    from syft.server.routes import make_routes  # deferred: loads syft, torch
 
     if config.port is None:
         raise ConfigError(f"datasite '{config.name}' has no port; set [datasite] port in its TOML")

@@ -19,10 +19,13 @@ fixture, never to be approved on real data.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from fedmugrep.errors import ConfigError
+from fedmugrep.privacy.laplace import LaplaceMechanism
+from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.pysyft.remote import RemoteContext
 
 __all__ = [
@@ -36,8 +39,8 @@ __all__ = [
 
 
 def toy_round(data, contract, round_no, payload):
-    from fedmugrep.pysyft.remote import run_remote
-    from fedmugrep.pysyft.toy import toy_round_impl
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
+    from fedmugrep.pysyft.toy import toy_round_impl  # shipped as source
 
     return run_remote(
         toy_round_impl, data=data, contract=contract, round_no=round_no, payload=payload
@@ -69,8 +72,8 @@ def toy_round_impl(
 
 
 def toy_call(data, contract, method, payload):
-    from fedmugrep.pysyft.remote import run_remote
-    from fedmugrep.pysyft.toy import toy_call_impl
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
+    from fedmugrep.pysyft.toy import toy_call_impl  # shipped as source
 
     return run_remote(toy_call_impl, data=data, contract=contract, method=method, payload=payload)
 
@@ -81,8 +84,6 @@ def toy_call_impl(ctx: RemoteContext, data: Any, *, method: str, payload: str) -
     Raises:
         ConfigError: for another method.
     """
-    import json
-
     if method != "run":
         raise ConfigError(f"toy_call knows method 'run' only (got {method!r})")
     round_no = int(json.loads(payload)["round"])
@@ -92,8 +93,8 @@ def toy_call_impl(ctx: RemoteContext, data: Any, *, method: str, payload: str) -
 
 
 def toy_charge(data, contract, label):
-    from fedmugrep.pysyft.remote import run_remote
-    from fedmugrep.pysyft.toy import toy_charge_impl
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
+    from fedmugrep.pysyft.toy import toy_charge_impl  # shipped as source
 
     return run_remote(toy_charge_impl, data=data, contract=contract, label=label)
 
@@ -105,9 +106,6 @@ def toy_charge_impl(ctx: RemoteContext, data: Any, *, label: str) -> dict[str, A
     Raises:
         BudgetExceededError: when the caller's cap would be exceeded (the refusal is recorded).
     """
-    from fedmugrep.privacy.laplace import LaplaceMechanism
-    from fedmugrep.privacy.ledger import Ledger
-
     mech = LaplaceMechanism.for_budget(
         epsilon=ctx.contract.epsilon_per_release, sensitivity=1.0, bound=1e6
     )

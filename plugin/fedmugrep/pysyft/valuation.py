@@ -58,6 +58,7 @@ from fedmugrep.federation.wire import (
 )
 from fedmugrep.models.mugrep import EventModel
 from fedmugrep.pysyft.functions import _admit, _transaction_party, private_phase
+from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import RemoteContext
 
 __all__ = [
@@ -132,8 +133,8 @@ def appraisal_constant(public_constant: Mapping[str, Any]) -> dict[str, Any]:
 
 # ============================================================================ datasite side
 def appraisal_call(data, contract, public, payload):
-    from fedmugrep.pysyft.remote import run_remote
-    from fedmugrep.pysyft.valuation import appraisal_call_impl
+    from fedmugrep.pysyft.remote import run_remote  # shipped as source
+    from fedmugrep.pysyft.valuation import appraisal_call_impl  # shipped as source
 
     return run_remote(
         appraisal_call_impl, data=data, contract=contract, public=public, payload=payload
@@ -248,11 +249,10 @@ def submit_appraisal_request(
         PrivacyParameterError: on a bad ``epsilon`` or ``max_calls``.
         ConfigError: when the function name is already used on the datasite.
     """
-    import syft as sy
+    import syft as sy  # deferred: loads syft, torch
 
-    from fedmugrep.pysyft.policy import CallCapPolicy
-    from fedmugrep.pysyft.quiet import quiet_syft
-    from fedmugrep.pysyft.runtime import submit_request
+    from fedmugrep.pysyft.policy import CallCapPolicy  # deferred: loads syft, torch
+    from fedmugrep.pysyft.runtime import submit_request  # deferred: loads syft, torch
 
     contract = appraisal_contract(epsilon, max_calls, package_dir=package_dir)
     constant = appraisal_constant(public_constant)
@@ -306,7 +306,7 @@ def appraise_remote(
         BudgetExceededError: the owner's cap refused the release (nothing was released).
         FedMugRepError: the call cap is used up, the request is not approved, ...
     """
-    from fedmugrep.pysyft.runtime import call_remote
+    from fedmugrep.pysyft.runtime import call_remote  # deferred: loads syft, torch
 
     if not isinstance(properties, pd.DataFrame):
         raise ConfigError(f"properties must be a DataFrame (got {type(properties).__name__})")

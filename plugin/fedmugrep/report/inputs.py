@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from fedmugrep.errors import DataValidationError, FedMugRepError
+from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
 
 __all__ = [
     "COMMUNITY_COLUMNS",
@@ -257,8 +258,6 @@ def _curves_from_ledgers(
     that release). When a ledger holds several pairs, the pair whose dataset is named after the
     site is used, else the one with the most charges.
     """
-    from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
-
     curves: dict[str, EpsilonCurve] = {}
     problems: list[str] = []
     base = run_dir / "datasites"

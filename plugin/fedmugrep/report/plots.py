@@ -41,7 +41,7 @@ _LABEL = 11
 
 def site_colors(sites: Sequence[str]) -> dict[str, Any]:
     """A fixed colour per datasite (sorted names -> tab10), the same in every figure."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: loads matplotlib
 
     cmap = colormaps["tab10"]
     return {s: cmap(i % 10) for i, s in enumerate(sorted(sites))}
@@ -74,7 +74,7 @@ def _style(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def _integer_rounds(ax: Any, rounds: Sequence[float]) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred: loads matplotlib
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
     if rounds:

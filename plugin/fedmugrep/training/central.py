@@ -23,6 +23,8 @@ from fedmugrep.data.loading import (
     load_mobility,
     load_transactions,
 )
+from fedmugrep.data.synthetic import bayes_floor
+from fedmugrep.errors import DataValidationError
 from fedmugrep.models.mugrep import ModelConfig, MugRepModel
 from fedmugrep.training.baselines import run_baselines
 from fedmugrep.training.metrics import distribution_metrics
@@ -57,8 +59,6 @@ def load_inputs(
     tx = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     dup = tx["transaction_id"].duplicated()
     if dup.any():
-        from fedmugrep.errors import DataValidationError
-
         tid = tx["transaction_id"][dup].iloc[0]
         raise DataValidationError(
             file=", ".join(map(str, transaction_files)),
@@ -221,8 +221,6 @@ def train_central(
 
 def attach_bayes_floor(report: dict, tx: pd.DataFrame, transaction_files: list[Path]) -> None:
     """If the files come from ``fedmugrep synth``, add the Bayes floor on the test split."""
-    from fedmugrep.data.synthetic import bayes_floor
-
     folder = Path(transaction_files[0]).parent
     meta_f, truth_f = folder / "metadata.json", folder / "truth.csv"
     if not (meta_f.exists() and truth_f.exists()):

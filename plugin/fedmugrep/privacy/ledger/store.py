@@ -176,7 +176,7 @@ def _accountant() -> _Accountant:
     """
     if _OPACUS_REGISTRY not in sys.modules:
         return _OpacusFreeAccountant()
-    from fedmugrep.privacy.accountant import create_accountant
+    from fedmugrep.privacy.accountant import create_accountant  # deferred: loads torch
 
     return create_accountant(LEDGER_ACCOUNTANT)
 
