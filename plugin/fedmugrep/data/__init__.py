@@ -6,8 +6,7 @@ built-in synthetic city with ground truth (ARCHITECTURE §6)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fedmugrep._lazy import lazy_getattr
 
 _EXPORTS = {
     "CityConfig": "synthetic",
@@ -33,8 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"fedmugrep.data.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr("fedmugrep.data", _EXPORTS)

@@ -34,7 +34,7 @@ import torch
 
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.contract import PrivacyContract
-from fedmugrep.federation.plan import FederationPlan
+from fedmugrep.federation.plan import FederationPlan, PublicArtefacts
 from fedmugrep.models.mugrep import EventModel, ModelConfig
 from fedmugrep.privacy.analysis.composition import compose_events
 from fedmugrep.training.prepare import Encoders, GraphConfig
@@ -44,6 +44,7 @@ __all__ = [
     "Release",
     "check_artefacts",
     "check_contract_claims",
+    "derived_contract",
     "privacy_summary",
     "region_contract",
     "release_schedule",
@@ -274,6 +275,18 @@ def region_contract(
         ),
         package_dir=package_dir,
     )
+
+
+def derived_contract(
+    public: PublicArtefacts, plan: FederationPlan, *, role: str
+) -> PrivacyContract:
+    """The contract a ``role`` (``"transaction"`` or ``"region"``) datasite derives from the plan
+    it will run (the Laplace update option's size comes from the public model)."""
+    if role == "region":
+        return region_contract(plan, n_communities=len(public.encoders.vocab.communities))
+    laplace = plan.privacy is not None and plan.privacy.update_mechanism == "laplace"
+    n_coords = update_coordinates(public.model_config) if laplace else None
+    return transaction_contract(plan, n_coords=n_coords)
 
 
 _CLAIMED_FIELDS = (

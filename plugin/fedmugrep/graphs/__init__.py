@@ -10,8 +10,7 @@ great-circle km (:func:`fedmugrep.graphs.geo.haversine_km`); every rule is deter
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fedmugrep._lazy import lazy_getattr
 
 _EXPORTS = {
     "EARTH_RADIUS_KM": "geo",
@@ -28,8 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"fedmugrep.graphs.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr("fedmugrep.graphs", _EXPORTS)

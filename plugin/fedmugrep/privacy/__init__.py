@@ -17,8 +17,7 @@ Names are imported lazily, so ``import fedmugrep.privacy`` does not pull in torc
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fedmugrep._lazy import lazy_getattr
 
 _EXPORTS = {
     "LaplaceEvent": "events",
@@ -46,11 +45,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fedmugrep.privacy' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"fedmugrep.privacy.{module}"), name)
+__getattr__ = lazy_getattr("fedmugrep.privacy", _EXPORTS)
 
 
 def __dir__() -> list[str]:

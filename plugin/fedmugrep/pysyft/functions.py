@@ -51,9 +51,7 @@ from fedmugrep.errors import (
 )
 from fedmugrep.federation.admission import (
     check_contract_claims,
-    region_contract,
-    transaction_contract,
-    update_coordinates,
+    derived_contract,
 )
 from fedmugrep.federation.contract import PrivacyContract
 from fedmugrep.federation.parties import (
@@ -215,12 +213,7 @@ def _admit(
         return hit
     public, plan, run_id = public_from_constant(public_d)
     n_comm = len(public.encoders.vocab.communities)
-    if role == "region":
-        derived = region_contract(plan, n_communities=n_comm)
-    else:
-        laplace = plan.privacy is not None and plan.privacy.update_mechanism == "laplace"
-        n_coords = update_coordinates(public.model_config) if laplace else None
-        derived = transaction_contract(plan, n_coords=n_coords)
+    derived = derived_contract(public, plan, role=role)
     if claimed is not None and check_claims:
         check_contract_claims(claimed, derived)
     if role == "region" and not plan.region_events(n_comm):
@@ -535,14 +528,8 @@ def review_lines(constants: Mapping[str, Any], *, role: str, call_cap: int | Non
         public, plan, _ = public_from_constant(public_d)
         n_comm = len(public.encoders.vocab.communities)
         claimed = PrivacyContract.from_dict(contract_d) if contract_d is not None else None
-        if role == "region":
-            derived = region_contract(plan, n_communities=n_comm)
-        else:
-            laplace = plan.privacy is not None and plan.privacy.update_mechanism == "laplace"
-            n_coords = update_coordinates(public.model_config) if laplace else None
-            derived = transaction_contract(plan, n_coords=n_coords)
         if claimed is not None:
-            check_contract_claims(claimed, derived)
+            check_contract_claims(claimed, derived_contract(public, plan, role=role))
     except FedMugRepError as exc:
         return review_summary(
             plan=None, role=role, n_communities=0, call_cap=call_cap, refusal=str(exc)
