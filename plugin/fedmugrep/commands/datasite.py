@@ -47,7 +47,7 @@ from fedmugrep.data.loading import (
 )
 from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.errors import ConfigError, FedMugRepError
-from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
+from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.privacy.witness import check_witness, read_witness
 from fedmugrep.pysyft.config import DATA_KEYS, DatasiteConfig, load_datasite_config
 from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask
@@ -405,11 +405,9 @@ def _check_ledger_witness(config: DatasiteConfig) -> None:
     Raises:
         LedgerIntegrityError: naming how many (exit code 4).
     """
-    if not (config.home / LEDGER_FILENAME).exists():
-        recorded, _ = read_witness(config.home)
-        if not recorded:
-            return  # a new datasite
-    check_witness(Ledger(config.home))
+    recorded, _ = read_witness(config.home)
+    if recorded:  # a datasite that has released something: its ledger must hold it all
+        check_witness(Ledger(config.home))
 
 
 def _dataset_names(admin: Any) -> list[str]:

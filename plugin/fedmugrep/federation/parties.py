@@ -45,7 +45,7 @@ from fedmugrep.privacy.events import LaplaceEvent
 from fedmugrep.privacy.gaussian import GaussianMechanism
 from fedmugrep.privacy.laplace import LaplaceMechanism
 from fedmugrep.privacy.ledger import Ledger, payload_digest
-from fedmugrep.privacy.witness import INDEX_NAME, check_witness
+from fedmugrep.privacy.witness import check_witness, record_release
 from fedmugrep.training.metrics import Z80, distribution_metrics
 from fedmugrep.training.per_target import clipped_gradient_sums, sum_sensitivity
 from fedmugrep.training.prepare import transaction_graph
@@ -207,10 +207,12 @@ class _ReleasingParty:
                 events=events,
                 payload=payload,
             )
-            index = self.home / "releases" / INDEX_NAME
-            fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(f"{self._request_folder()}\t{self.name}-{key}\t{digest}\n")
+            record_release(
+                self.home / "releases",
+                run=self._request_folder(),
+                release=f"{self.name}-{key}",
+                digest=digest,
+            )
         os.replace(pending, final)
 
 
@@ -235,6 +237,7 @@ class TransactionParty(_ReleasingParty):
         self.data_scientist, self.request_id = data_scientist, request_id
         check_artefacts(public.encoders, public.model_config, public.graph_config, plan)
         self._check_ledger_intact()
+        self._mechanisms: tuple[GaussianMechanism, GaussianMechanism | None] | None = None
         df = frame.sort_values("date", kind="stable").reset_index(drop=True)
         # Sales outside the public vocabulary cannot be encoded. They are left out (the owner's
         # log says how many) rather than refused: a refusal would tell the data scientist,
@@ -283,14 +286,20 @@ class TransactionParty(_ReleasingParty):
         clipped apart. Sensitivity ``(1 + 2K) clip`` with the ``K`` of the graph this party
         built (:func:`~fedmugrep.federation.admission.check_artefacts`), noise multiplier
         :attr:`nm`."""
-        p = self.plan.privacy
-        assert p is not None and self.nm > 0
-        k = self.public.graph_config.k
-        theta = GaussianMechanism(sensitivity=sum_sensitivity(p.clip, k), noise_multiplier=self.nm)
-        if p.joint_clip:
-            return theta, None
-        z = GaussianMechanism(sensitivity=sum_sensitivity(p.z_clip, k), noise_multiplier=self.nm)
-        return theta, z
+        if self._mechanisms is None:  # built once: each calibrates (and caches) per size
+            p = self.plan.privacy
+            assert p is not None and self.nm > 0
+            k = self.public.graph_config.k
+            theta = GaussianMechanism(
+                sensitivity=sum_sensitivity(p.clip, k), noise_multiplier=self.nm
+            )
+            z = None
+            if not p.joint_clip:
+                z = GaussianMechanism(
+                    sensitivity=sum_sensitivity(p.z_clip, k), noise_multiplier=self.nm
+                )
+            self._mechanisms = (theta, z)
+        return self._mechanisms
 
     def _load(self, theta: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(theta, strict=False)

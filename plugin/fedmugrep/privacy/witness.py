@@ -11,12 +11,13 @@ it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedmugrep.errors import LedgerIntegrityError
 
-__all__ = ["INDEX_NAME", "WitnessReport", "check_witness", "read_witness"]
+__all__ = ["INDEX_NAME", "WitnessReport", "check_witness", "read_witness", "record_release"]
 
 #: Name of the release index file inside each ``releases/`` folder.
 INDEX_NAME = "index.tsv"
@@ -39,6 +40,14 @@ class WitnessReport:
     @property
     def ok(self) -> bool:
         return self.missing == 0
+
+
+def record_release(releases: str | Path, *, run: str, release: str, digest: str) -> None:
+    """Append one charged release to ``releases/index.tsv`` (created owner-only, 0600)."""
+    path = Path(releases) / INDEX_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(f"{run}\t{release}\t{digest}\n")
 
 
 def read_witness(home: str | Path) -> tuple[set[str], tuple[Path, ...]]:
