@@ -38,4 +38,3 @@ def test_the_implementation_has_every_method_with_the_protocols_parameters(
         assert callable(method), f"{implementation.__name__} lacks {name}"
         got = list(inspect.signature(method).parameters)
         assert got == list(signature.parameters), (implementation.__name__, name, got)
-
