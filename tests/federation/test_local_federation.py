@@ -138,22 +138,22 @@ def test_a_retried_release_is_returned_again_and_never_charged_twice(city, tmp_p
     """Idempotent releases: the same (run, round) step asked twice -> same noised reply, one charge."""
     import torch
 
-    from fedmugrep.federation import local as local_mod
+    from fedmugrep.federation import run as run_mod
 
     captured = {}
-    real_coordinator = local_mod.Coordinator
+    real_coordinator = run_mod.Coordinator
 
     class Capture(real_coordinator):  # keeps the parties the harness builds
         def run(self, *, progress=True):
             captured["c"] = self
             return super().run(progress=progress)
 
-    local_mod.Coordinator = Capture
+    run_mod.Coordinator = Capture
     try:
         plan = FederationPlan(rounds=1, privacy=PrivacyPlan(epsilon=4.0))
         run_local(city, plan, tmp_path, progress=False, run_id="run-1")
     finally:
-        local_mod.Coordinator = real_coordinator
+        run_mod.Coordinator = real_coordinator
     c = captured["c"]
     party = c.agencies["agency1"]
     before = len(party.ledger.entries())

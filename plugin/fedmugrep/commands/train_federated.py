@@ -1,4 +1,9 @@
-"""``fedmugrep train-federated``: federated fed-MugRep on a synthetic-city folder (local runtime).
+"""``fedmugrep train-federated``: federated fed-MugRep on a city folder (local runtime).
+
+A city folder holds one ``transactions_<agency>.csv`` per agency (any profile columns of the
+owners' own), ``communities.csv``, an optional ``mobility.csv`` and an optional
+``public.toml`` (what the owners declare public about their tables: the mocks are drawn from
+it; :mod:`fedmugrep.federation.mocks`).
 
 Every party runs in this process through the same party code the PySyft datasites run;
 each agency's ledger lives under ``--home``, and so do the run's ``report.json``, the owners'
@@ -13,8 +18,13 @@ import argparse
 from pathlib import Path
 
 from fedmugrep.data.loading import load_communities
+from fedmugrep.federation.mocks import with_public_districts
 
-EPILOG = """example:
+EPILOG = """A city folder: transactions_<agency>.csv (one per agency), communities.csv, and
+optionally mobility.csv and public.toml (the owners' public declaration the mocks are drawn
+from; without it the built-in synthetic city is the mock, which only fits its own schema).
+
+example:
   fedmugrep synth --out city/
   fedmugrep train-federated --city city/ --home runs/fed --rounds 60 --epsilon 8 --json runs/fed.json
   fedmugrep audit --home runs/fed/transactions_agency1
@@ -25,13 +35,26 @@ EPILOG = """example:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-federated",
-        help="federated training over the agencies of a synthetic city (local runtime)",
-        description="Train fed-MugRep across the agencies of a city folder written by "
-        "`fedmugrep synth`, with DP-SGD on the event graph and a ledger per agency.",
+        help="federated training over the agencies of a city folder (local runtime)",
+        description="Train fed-MugRep across the agencies of a city folder (yours, or one "
+        "written by `fedmugrep synth`), with DP-SGD on the event graph and a ledger per agency.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--city", type=Path, required=True, help="folder written by fedmugrep synth")
+    p.add_argument(
+        "--city",
+        type=Path,
+        required=True,
+        help="city folder: transactions_<agency>.csv files, communities.csv, optional "
+        "mobility.csv and public.toml",
+    )
+    p.add_argument(
+        "--mock",
+        choices=("auto", "declared", "synthetic"),
+        default="auto",
+        help="what the mocks are drawn from: the folder's public.toml (declared), the built-in "
+        "synthetic city (synthetic), or auto: public.toml when the folder has one",
+    )
     p.add_argument(
         "--home", type=Path, required=True, help="folder for the parties' ledgers and state"
     )
@@ -104,12 +127,13 @@ def run(args: argparse.Namespace) -> int:
         args.home,
         progress=not args.quiet,
         region_datasite=not args.no_region_datasite,
+        mock=None if args.mock == "auto" else args.mock,
     )
 
     out = summarise_run(
         res,
         plan,
-        communities=load_communities(args.city / "communities.csv"),
+        communities=with_public_districts(load_communities(args.city / "communities.csv")),
         out_dir=args.home,
         model_file=args.export_model,
         communities_file=(args.city / "communities.csv").resolve(),

@@ -9,6 +9,7 @@ and types, never their rows or sizes. Both runtimes use these functions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -16,8 +17,16 @@ import numpy as np
 import pandas as pd
 
 from fedmugrep.data.features import CommunityEncoder, FeatureEncoder
-from fedmugrep.data.synthetic import SyntheticCity
-from fedmugrep.errors import ConfigError
+from fedmugrep.data.loading import load_transactions
+from fedmugrep.data.schema import community_attribute_columns, profile_columns
+from fedmugrep.data.synthetic import CityConfig, SyntheticCity, make_city
+from fedmugrep.errors import ConfigError, DataValidationError
+from fedmugrep.federation.mocks import (
+    MockDeclaration,
+    declared_region_mocks,
+    declared_transaction_mock,
+    described_columns,
+)
 from fedmugrep.federation.parties import PublicArtefacts
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.wire import as_nanosecond_dates, strip_mock_marker
@@ -26,6 +35,8 @@ from fedmugrep.training.prepare import Encoders, GraphConfig, Vocab, temporal_sp
 
 __all__ = [
     "PUBLIC_GEOGRAPHY",
+    "agency_mock",
+    "region_mock_pair",
     "public_artefacts",
     "public_from_mocks",
     "public_geography",
@@ -45,14 +56,35 @@ def public_artefacts(
     communities: pd.DataFrame, mock: pd.DataFrame, plan: FederationPlan, gcfg: GraphConfig
 ) -> PublicArtefacts:
     """Encoders from the mock transactions; vocabulary and coordinates from the public map
-    (community names, districts and centres); split dates from the mock's date range."""
+    (community names, districts and centres); split dates from the mock's date range.
+
+    The feature encoder uses the profile columns the mock describes
+    (:func:`~fedmugrep.federation.mocks.described_columns`): a column a declared mock leaves
+    neutral is not used by the model.
+
+    Raises:
+        ConfigError: the mock has no dates or no prices (its datasite declared no date or price
+            range), so the split dates or the price scale cannot come from public information.
+    """
+    for column, key, needs in (
+        ("date", "dates", "the split dates"),
+        ("price", "price", "the price scale"),
+    ):
+        if column not in mock.columns or mock[column].isna().all():
+            raise ConfigError(
+                f"the datasites' mocks have no {column}s: their owners declared no {column} "
+                f"range ([mock] {key} = [...] in the datasite TOML, or public.toml), so {needs} "
+                "cannot be chosen from public information; ask the owners to declare it"
+            )
+    mock = mock.dropna(subset=["date", "price"])
     split = temporal_split(mock["date"])
     train = mock[split.train]
     y = np.log(train["price"].to_numpy())
+    districts = communities["district"] if "district" in communities.columns else pd.Series(["D1"])
     enc = Encoders(
-        FeatureEncoder().fit(train),
+        FeatureEncoder(columns=described_columns(train, profile_columns(train))).fit(train),
         Vocab(
-            sorted(communities["district"].astype(str).unique()),
+            sorted(districts.astype(str).unique()),
             sorted(communities["community"].astype(str)),
         ),
         float(y.mean()),
@@ -82,9 +114,14 @@ def _like(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in private.columns if c not in mock.columns]
     if missing:
         raise ConfigError(
-            f"the mock city has no columns {missing}; the private table's extra columns need "
-            "a synthetic counterpart before they can be uploaded with a mock"
+            f"the synthetic city has no columns {missing}: it can only mock tables with its own "
+            "schema; declare the table's public schema instead ([mock] in the datasite TOML, "
+            "or public.toml in the city folder)"
         )
+    return _cast(mock, private)
+
+
+def _cast(mock: pd.DataFrame, private: pd.DataFrame) -> pd.DataFrame:
     out = mock[list(private.columns)].reset_index(drop=True).copy()
     for col, dtype in private.dtypes.items():
         try:
@@ -128,6 +165,57 @@ def region_mocks(
     return _like(synthetic, communities), _like(mock_city.mobility, mobility)
 
 
+@functools.lru_cache(maxsize=2)
+def _mock_city(seed: int) -> SyntheticCity:
+    return make_city(CityConfig(seed=seed))
+
+
+def agency_mock(
+    private: pd.DataFrame,
+    decl: MockDeclaration,
+    geography: pd.DataFrame | None,
+    name: str,
+) -> pd.DataFrame:
+    """The mock a transaction datasite uploads with ``private``, as ``decl`` says: drawn from
+    the declaration and the public ``geography``
+    (:func:`~fedmugrep.federation.mocks.declared_transaction_mock`), read from the owner's
+    mock file, or the built-in synthetic city's rows (:func:`transaction_mock`). Only
+    ``private``'s column names and types are read.
+
+    Raises:
+        DataValidationError: the owner's mock file does not load, or lacks a column of the
+            private table.
+    """
+    if decl.kind == "synthetic":
+        return transaction_mock(private, _mock_city(decl.seed), name)
+    if decl.kind == "file":
+        assert decl.file is not None
+        mock = load_transactions(decl.file)
+        missing = [c for c in private.columns if c not in mock.columns]
+        if missing and not set(missing) <= {"community", "district"}:
+            raise DataValidationError(
+                file=str(decl.file),
+                column=missing[0],
+                problem=f"the mock file has no column '{missing[0]}' but the private table has",
+                fix="give the mock file the private table's columns (made-up values)",
+            )
+        for c in missing:  # assigned on the datasite: neutral in the mock
+            mock[c] = None
+        return _cast(mock, private)
+    return declared_transaction_mock(private, decl, geography, name)
+
+
+def region_mock_pair(
+    communities: pd.DataFrame, mobility: pd.DataFrame | None, decl: MockDeclaration
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The region datasite's communities and mobility mocks, as ``decl`` says (a mock file is
+    for transaction tables: a region with ``kind == "file"`` draws from the declaration)."""
+    if decl.kind == "synthetic":
+        mob = mobility if mobility is not None else pd.DataFrame(columns=["src", "dst", "flow"])
+        return region_mocks(communities, mob, _mock_city(decl.seed))
+    return declared_region_mocks(communities, mobility, decl)
+
+
 def public_from_mocks(
     region_mock: pd.DataFrame, transaction_mocks: Sequence[pd.DataFrame], plan: FederationPlan
 ) -> PublicArtefacts:
@@ -153,7 +241,9 @@ def public_from_mocks(
     table = table.set_index("community").reindex(public.encoders.vocab.communities).reset_index()
     # the community attributes' standardisation is public too: fitted on the region mock and
     # shipped, so the region party and mock pretraining encode attributes the same way
-    cenc = CommunityEncoder().fit(table)
+    cenc = CommunityEncoder(
+        columns=described_columns(table, community_attribute_columns(table))
+    ).fit(table)
     public.encoders.extra["community_encoder"] = cenc.state_dict()
     public.model_config = replace(public.model_config, attr_dim=int(cenc.n_features))
     return public

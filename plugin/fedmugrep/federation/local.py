@@ -11,26 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedmugrep.data.loading import (
-    assign_regions,
-    load_communities,
-    load_mobility,
-    load_transactions,
-)
-from fedmugrep.data.synthetic import CityConfig, make_city
-from fedmugrep.federation.artefacts import public_from_mocks, public_geography, region_mocks
-from fedmugrep.federation.coordinator import Coordinator, FederationResult
+from fedmugrep.federation.coordinator import FederationResult
+from fedmugrep.federation.mocks import MockDeclaration
 from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
-from fedmugrep.federation.owners import agency_files, owner_caps
+from fedmugrep.federation.owners import owner_caps
 from fedmugrep.federation.parties import PublicArtefacts, RegionParty, TransactionParty
 from fedmugrep.federation.plan import FederationPlan
-from fedmugrep.federation.pretrain import pretrain_on_mocks
-from fedmugrep.training.prepare import (
-    community_graph,
-)
+from fedmugrep.federation.run import CityTables, city_declaration, prepare_public, train
+from fedmugrep.training.prepare import community_graph
 
 
-#: The geography columns of the communities table that are public (names, districts, centres).
 def coordinator_region(
     public: PublicArtefacts,
     geography: pd.DataFrame,
@@ -59,13 +49,21 @@ def run_local(
     home: Path,
     *,
     mock_seed: int = 1000,
+    mock: MockDeclaration | str | None = "synthetic",
     progress: bool = True,
     cap_epsilon: float | None = None,
     run_id: str | None = None,
     resume: bool = False,
     region_datasite: bool = True,
 ) -> FederationResult:
-    """Federated training on a synthetic-city folder with every party in-process.
+    """Federated training on a city folder with every party in-process.
+
+    ``city_dir`` holds one ``transactions_<agency>.csv`` per agency, ``communities.csv`` and
+    optionally ``mobility.csv`` and ``public.toml`` (the owners' public declaration). Each
+    agency's mock is made as ``mock`` says (:func:`~fedmugrep.federation.run.city_declaration`:
+    ``"synthetic"`` the built-in synthetic city drawn with ``mock_seed``, ``"declared"`` from
+    ``public.toml``, ``None`` whichever the folder has, or a declaration); the public
+    artefacts and the pretraining see the mocks only, as in the PySyft runtime.
 
     ``region_datasite=False`` runs without a region datasite (ARCHITECTURE §2): model 2 then runs
     at the coordinator over the noised intra-region representations and the public geography
@@ -87,30 +85,25 @@ def run_local(
     (ck_dir / "run_id").write_text(run_id)
 
     city_dir, home = Path(city_dir), Path(home)
-    comms = load_communities(city_dir / "communities.csv")
-    mob = load_mobility(city_dir / "mobility.csv", comms)
-    mock_city = make_city(CityConfig(seed=mock_seed))
+    decl = city_declaration(city_dir, mock)
+    if decl.kind == "synthetic":
+        decl = replace(decl, seed=mock_seed)
+    city = CityTables(city_dir, decl)
+    mocks = {name: city.agency_mock(name) for name in city.agencies}
     # the same public artefacts as the PySyft runtime builds from the datasites' mocks
     if region_datasite:
-        mock_comms, mock_mob = region_mocks(comms, mob, mock_city)
+        comms, mob = city.communities, city.mobility
+        mock_comms, mock_mob = city.region_mocks()
     else:  # the coordinator's model 2 sees the public geography only (no attributes, no flows)
-        comms = mock_comms = public_geography(comms)
+        comms = mock_comms = city.geography
         mob = mock_mob = None
-    public = public_from_mocks(mock_comms, [mock_city.transactions], plan)
-    if plan.pretrain_epochs:
-        public.init_state = pretrain_on_mocks(
-            public,
-            mock_city.transactions,
-            mock_comms,
-            mock_mob,
-            epochs=plan.pretrain_epochs,
-            seed=plan.seed,
-        )
+    public = prepare_public(mock_comms, mock_mob, mocks, plan)
     caps = owner_caps(plan, cap_epsilon)
     agencies = {}
-    for name, f in agency_files(city_dir).items():
-        df = assign_regions(load_transactions(f), comms)
-        party = TransactionParty(name, df, home / f.stem, public, plan, request_id=run_id)
+    for name, df in city.agencies.items():
+        party = TransactionParty(
+            name, df, home / city.files[name].stem, public, plan, request_id=run_id
+        )
         if caps.agency is not None:
             party.ledger.set_cap(party.data_scientist, name, epsilon=caps.agency, delta=caps.delta)
         agencies[name] = party
@@ -129,8 +122,7 @@ def run_local(
             region.ledger.set_cap(
                 region.data_scientist, region.name, epsilon=caps.region, delta=caps.delta
             )
-    coordinator = Coordinator(plan, public, agencies, region, checkpoint=ck_dir / "checkpoint.pt")
-    result = coordinator.run(progress=progress)
+    result = train(plan, public, agencies, region, ck_dir / "checkpoint.pt", progress=progress)
     result.data_scientist = region.data_scientist
     result.homes = {n: a.home for n, a in agencies.items()}
     if region_datasite:

@@ -15,20 +15,35 @@ from fedmugrep.federation.plan import FederationPlan
 
 __all__ = ["AGENCY_GLOB", "OwnerCaps", "agency_files", "owner_caps"]
 
-#: The agencies' tables in a city folder: ``transactions_<agency>.csv``.
-AGENCY_GLOB = "transactions_agency*.csv"
+#: The agencies' tables in a city folder: ``transactions_<agency>.csv`` (``.parquet`` too).
+AGENCY_GLOB = "transactions_*"
+#: ``transactions_all.csv``: the pooled table ``fedmugrep synth`` writes beside the agencies'.
+POOLED_NAME = "all"
 
 
 def agency_files(city_dir: str | Path) -> dict[str, Path]:
-    """``{agency name: its transactions file}`` of a city folder, in name order.
+    """``{agency name: its transactions file}`` of a city folder, in name order: one
+    ``transactions_<agency>.csv`` (or ``.parquet``) per agency, ``transactions_all.*`` (the
+    pooled table) left out.
 
     Raises:
         ConfigError: when the folder holds none.
     """
-    files = sorted(Path(city_dir).glob(AGENCY_GLOB))
+    files = sorted(
+        f
+        for f in Path(city_dir).glob(AGENCY_GLOB)
+        if f.suffix in (".csv", ".parquet") and f.stem != f"transactions_{POOLED_NAME}"
+    )
     if not files:
-        raise ConfigError(f"no {AGENCY_GLOB} in {city_dir}; write a city with `fedmugrep synth`")
-    return {f.stem.removeprefix("transactions_"): f for f in files}
+        raise ConfigError(
+            f"no transactions_<agency>.csv in {city_dir}: put one sales table per agency there "
+            "(see the README's 'your own data'), or write a city with `fedmugrep synth`"
+        )
+    names = [f.stem.removeprefix("transactions_") for f in files]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{city_dir}: agency {dup[0]!r} has both a .csv and a .parquet table")
+    return dict(zip(names, files, strict=True))
 
 
 @dataclass(frozen=True)
