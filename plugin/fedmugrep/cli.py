@@ -31,6 +31,8 @@ COMMANDS: tuple[str, ...] = (
     "datasite",
     "requests",
     "budget",
+    "users",
+    "federation",
     "appraise",
 )
 

@@ -37,8 +37,11 @@ def write_toml(
     port: int | None = None,
     budget: bool = True,
     role: str | None = None,
+    mock: str | None = "synthetic",
 ) -> Path:
-    """A datasite TOML in ``folder`` whose password comes from :data:`PASSWORD_ENV`."""
+    """A datasite TOML in ``folder`` whose password comes from :data:`PASSWORD_ENV`; its mocks
+    come from the synthetic city (``mock="synthetic"``) unless ``mock=None`` (no [mock]
+    section: a schema-only mock)."""
     lines = ["[datasite]", f'name = "{name}"', 'host = "127.0.0.1"']
     if port is not None:
         lines.append(f"port = {port}")
@@ -48,6 +51,8 @@ def write_toml(
     lines += ["", "[data]", *(f'{k} = "{v}"' for k, v in data.items())]
     if budget:
         lines += ["", "[budget]", "epsilon_cap = 5.0", "delta_cap = 1e-5"]
+    if mock:  # the example data is the synthetic city: its generator is its public mock
+        lines += ["", "[mock]", f'source = "{mock}"']
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -2,8 +2,9 @@
 
 ``start`` launches the persistent HTTP server (``python -m fedmugrep.pysyft.server``)
 as a detached background process on the TOML's host and port, waits until it answers, and, the
-first time, uploads the private files named in ``[data]`` with a synthetic mock twin (the same
-mocks :func:`~fedmugrep.pysyft.run.run_syft` builds). ``status`` says whether it
+first time, uploads the private files named in ``[data]``, each with a mock drawn from what
+the owner declares public in ``[mock]`` (:mod:`fedmugrep.federation.mocks`; the same mocks
+:func:`~fedmugrep.pysyft.run.run_syft` builds). ``status`` says whether it
 runs, where, what it holds, how many requests wait for review and what each data scientist has
 spent. ``stop`` sends SIGTERM to the pid in ``home/server.pid`` and waits for a clean exit.
 
@@ -24,6 +25,7 @@ running when it must be; 2 a bad config, a missing data file or password.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -45,7 +47,6 @@ from fedmugrep.data.loading import (
     load_mobility,
     load_transactions,
 )
-from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.errors import ConfigError, FedMugRepError
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.privacy.witness import check_witness, read_witness
@@ -97,7 +98,10 @@ Example:
   FEDMUGREP_ADMIN_PASSWORD=... fedmugrep datasite start --config datasites/agency-a.toml
 
 Starts the server in the background (pid in HOME/server.pid, output in HOME/server.log) and,
-the first time, uploads the [data] files with a synthetic mock twin:
+the first time, uploads the [data] files, each with a mock drawn from what [mock] declares
+public (per column: kind, range or categories, unit; the date and price ranges). The private
+table is checked against the declaration first. Without [mock] the mock is schema-only
+(column names and types, neutral values) and start says what to declare:
   transaction datasite: dataset 'transactions' (a 'communities' file, if given, only assigns
                         each sale to a community)
   region datasite:      datasets 'communities' and 'mobility'
@@ -273,7 +277,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "start",
         help="start the datasite in the background; upload [data] the first time",
         description="Start the datasite's HTTP server as a detached background process and "
-        "upload the private data named in [data] (with a synthetic mock) if not yet uploaded.",
+        "upload the private data named in [data] (with a mock drawn from [mock]) if not yet "
+        "uploaded.",
         epilog=_START_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -283,7 +288,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MOCK_SEED,
         metavar="N",
-        help=f"seed of the synthetic city the mocks come from (default {DEFAULT_MOCK_SEED})",
+        help="seed of the synthetic city the mocks come from with [mock] source = "
+        f'"synthetic" and no [mock] seed (default {DEFAULT_MOCK_SEED})',
     )
     start.add_argument(
         "--timeout",
@@ -390,9 +396,11 @@ def run_start(args: argparse.Namespace) -> int:
     print(f"  log      : {config.log_file}")
     for up in uploaded:
         print(
-            f"  uploaded : dataset '{up['dataset']}' ({up['rows']} private rows, "
-            f"{up['mock_rows']} mock rows from synthetic city seed {up['mock_seed']})"
+            f"  uploaded : dataset '{up['dataset']}' ({up['rows']} private rows; mock of "
+            f"{up['mock_rows']} rows: {up['mock_source']})"
         )
+        for note in up["notes"]:
+            print(f"  note     : {note}")
     print(f"  datasets : {', '.join(datasets) or '(none)'}")
     print(f"next: fedmugrep budget set --config {args.config} --data-scientist EMAIL")
     print(f"      fedmugrep requests list --config {args.config}")
@@ -417,50 +425,91 @@ def _dataset_names(admin: Any) -> list[str]:
         return sorted(str(d.name) for d in admin.datasets.get_all())
 
 
+def mock_declaration(config: DatasiteConfig, path: Path, mock_seed: int) -> Any:
+    """What the datasite's mocks are drawn from: its ``[mock]`` table (schema-only when it
+    has none); ``source = "synthetic"`` takes the synthetic city drawn with ``mock_seed``."""
+    from fedmugrep.federation.mocks import MockDeclaration  # deferred: loads pandas, sklearn
+
+    decl = MockDeclaration.from_dict(config.mock, source=str(path))
+    if decl.kind == "synthetic" and "seed" not in config.mock:
+        decl = dataclasses.replace(decl, seed=mock_seed)
+    return decl
+
+
 def upload_missing(
     admin: Any, config: DatasiteConfig, path: Path, *, mock_seed: int
 ) -> list[dict[str, Any]]:
-    """Upload the [data] datasets the datasite does not hold yet, each with its mock."""
+    """Upload the [data] datasets the datasite does not hold yet, each with its mock.
+
+    The private table is checked against what ``[mock]`` declares public first
+    (:func:`~fedmugrep.federation.mocks.check_declaration`); the mock is drawn from the
+    declaration (:func:`~fedmugrep.federation.artefacts.agency_mock`). Each upload's record
+    has ``notes``: what declaring more would add to the mock.
+    """
     existing = set(_dataset_names(admin))
     wanted = [k for k in _UPLOADS[config.kind] if k in config.data_files and k not in existing]
     if not wanted:
         return []
     _check_data_files(config, path)
 
+    from fedmugrep.data.schema import profile_columns  # deferred: loads pandas
     from fedmugrep.federation.artefacts import (  # deferred: loads torch
-        region_mocks,
-        transaction_mock,
+        agency_mock,
+        public_geography,
+        region_mock_pair,
+    )
+    from fedmugrep.federation.mocks import (  # deferred: loads pandas, sklearn
+        check_declaration,
+        declaration_notes,
+        with_public_districts,
     )
     from fedmugrep.pysyft.runtime import upload_dataset  # deferred: loads syft, torch
 
+    decl = mock_declaration(config, path, mock_seed)
+    source = "; ".join(decl.describe())
     files = config.data_files
-    mock_city = make_city(CityConfig(seed=mock_seed))
     tables: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
+    notes: list[str] = []
     if config.kind == "transactions":
-        comms = load_communities(files["communities"]) if "communities" in files else None
+        comms = (
+            with_public_districts(load_communities(files["communities"]))
+            if "communities" in files
+            else None
+        )
         private = assign_regions(load_transactions(files["transactions"]), comms)
-        mock = transaction_mock(private, mock_city, config.name)
+        if decl.kind == "declared":
+            check_declaration(private, decl, file=str(files["transactions"]))
+            notes = declaration_notes(private, decl, profile_columns(private))
+        geography = public_geography(comms) if comms is not None else None
+        mock = agency_mock(private, decl, geography, config.name)
         tables["transactions"] = (
             private,
             mock,
-            f"{config.name}'s sales with prices (mock: synthetic city seed {mock_seed})",
+            f"{config.name}'s sales with prices (mock: {source})",
         )
     else:
-        comms = load_communities(files["communities"])
+        comms = with_public_districts(load_communities(files["communities"]))
         if "mobility" in files:
             mob = load_mobility(files["mobility"], comms)
         else:
-            mob = pd.DataFrame({"src": [], "dst": [], "flow": []})
-        comms_mock, mob_mock = region_mocks(comms, mob, mock_city)
+            mob = pd.DataFrame(
+                {
+                    "src": pd.Series([], dtype=object),
+                    "dst": pd.Series([], dtype=object),
+                    "flow": pd.Series([], dtype=float),
+                }
+            )
+        comms_mock, mob_mock = region_mock_pair(comms, mob, decl)
         tables["communities"] = (
             comms,
             comms_mock,
-            "community attributes (mock: public geography, synthetic attributes)",
+            f"community attributes (mock: public geography; attributes: {source})",
         )
         tables["mobility"] = (
             mob,
             mob_mock,
-            "mobility flows between communities (mock: synthetic flows)",
+            "mobility flows between communities (mock: "
+            + ("synthetic flows)" if decl.kind == "synthetic" else "no flows)"),
         )
     uploaded = []
     for name in wanted:
@@ -472,7 +521,8 @@ def upload_missing(
                 "file": str(files[name]),
                 "rows": len(private),
                 "mock_rows": len(mock),
-                "mock_seed": mock_seed,
+                "mock_source": source,
+                "notes": notes if name == "transactions" else [],
             }
         )
     return uploaded

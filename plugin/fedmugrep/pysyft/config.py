@@ -33,6 +33,13 @@ TOML layout (paths are relative to the TOML file)::
     [budget]
     epsilon_cap = 8.0
     delta_cap = 1e-5
+
+    [mock]                  # what is public about the data: the mock is drawn from it
+    dates = ["2021-01-01", "2023-12-31"]
+    price = [30000, 3000000]
+    [mock.columns.area_m2]
+    kind = "number"
+    range = [10, 400]
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"email", "name", "password", "password_env"}),
     "data": frozenset(),  # free keys: asset name -> file
     "budget": frozenset({"epsilon_cap", "delta_cap"}),
+    "mock": frozenset(),  # checked by fedmugrep.federation.mocks.MockDeclaration
 }
 
 
@@ -109,6 +117,9 @@ class DatasiteConfig:
             pick a free one.
         data_files: asset name -> private data file the owner uploads (informational for the
             runtime; the CLI uses it).
+        mock: the ``[mock]`` table: what the owner declares public about the data, which the
+            uploaded mocks are drawn from (:class:`~fedmugrep.federation.mocks.MockDeclaration`;
+            a relative ``file`` already resolved against the TOML's folder).
         epsilon_cap: the owner's total epsilon budget per data scientist (``None``: not set here).
         delta_cap: the owner's total delta budget per data scientist (``None``: not set here).
         role: ``"transactions"`` or ``"region"`` (:data:`ROLES`); ``None`` lets :attr:`kind`
@@ -133,6 +144,7 @@ class DatasiteConfig:
     host: str = "127.0.0.1"
     port: int | None = None
     data_files: Mapping[str, Path] = field(default_factory=dict)
+    mock: Mapping[str, Any] = field(default_factory=dict)
     epsilon_cap: float | None = None
     delta_cap: float | None = None
     role: str | None = None
@@ -416,6 +428,9 @@ def load_datasite_config(
         for k, v in raw.get("data", {}).items()
     }
     budget = raw.get("budget", {})
+    mock = dict(raw.get("mock", {}))
+    if isinstance(mock.get("file"), str) and not Path(mock["file"]).is_absolute():
+        mock["file"] = str(base / mock["file"])
     try:
         return DatasiteConfig(
             name=site["name"],
@@ -427,6 +442,7 @@ def load_datasite_config(
             admin_password=admin.get("password"),
             admin_password_env=admin.get("password_env", DEFAULT_PASSWORD_ENV),
             data_files=data,
+            mock=mock,
             epsilon_cap=budget.get("epsilon_cap"),
             delta_cap=budget.get("delta_cap"),
             role=site.get("role"),
