@@ -1,4 +1,5 @@
-"""``fedmugrep synth``: write the built-in synthetic city (per-agency files plus ground truth)."""
+"""``fedmugrep synth``: write a city folder: the built-in synthetic city (per-agency files plus
+ground truth), the same city in a foreign schema, or the real ``modeldata::Sacramento`` sales."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedmugrep.data.public_datasets import write_foreign_city, write_sacramento
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
+from fedmugrep.errors import ConfigError
 
 __all__ = ["register", "run"]
 
@@ -15,8 +18,14 @@ _EPILOG = """\
 Writes transactions_agency<k>.csv (one per agency), transactions_all.csv, communities.csv,
 mobility.csv, truth.csv and metadata.json (generative model, drawn coefficients, Bayes floor).
 
-Example:
+--dataset foreign writes the same kind of city as another organisation keeps it (its own column
+names, units, community names and dates; no district column, no mobility.csv) and
+--dataset sacramento the 932 real sales of modeldata::Sacramento split over agencies sac1..;
+both add public.toml, the [mock] declaration their owners would publish.
+
+Examples:
   fedmugrep synth --out runs/city --seed 1 --transactions 20000 --agencies 3
+  fedmugrep synth --out runs/sacramento --dataset sacramento
 """
 
 
@@ -44,6 +53,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="CityConfig values from a TOML file (top level or [city] table); "
         "the flags below override it",
     )
+    parser.add_argument(
+        "--dataset",
+        choices=("synthetic", "foreign", "sacramento"),
+        default="synthetic",
+        help="which city to write (default synthetic)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument(
         "--transactions", type=int, metavar="N", help="number of transactions (default 12000)"
@@ -69,8 +84,48 @@ def _config(args: argparse.Namespace) -> CityConfig:
     return CityConfig.from_dict(base)
 
 
+def _run_other(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        raise ConfigError(f"--config applies to --dataset synthetic only (got {args.dataset})")
+    seed = 0 if args.seed is None else args.seed
+    agencies = 3 if args.agencies is None else args.agencies
+    if args.dataset == "sacramento":
+        if args.transactions is not None:
+            raise ConfigError("--transactions does not apply to --dataset sacramento (932 sales)")
+        paths = write_sacramento(args.out, agencies=agencies, seed=seed)
+    else:
+        n = 3000 if args.transactions is None else args.transactions
+        paths = write_foreign_city(args.out, seed=seed, transactions=n, agencies=agencies)
+    rows = {
+        stem: sum(1 for _ in open(p, encoding="utf-8")) - 1
+        for stem, p in paths.items()
+        if p.suffix == ".csv"
+    }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "out": str(args.out),
+                    "dataset": args.dataset,
+                    "seed": seed,
+                    "files": {s: str(p) for s, p in paths.items()},
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{args.dataset} city (seed {seed}) written to {args.out}")
+    for stem, n_rows in rows.items():
+        print(f"  {stem + '.csv':<26}{n_rows:>7} rows")
+    print("  public.toml                (the owners' [mock] declaration)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate, write and summarise the city; returns the exit code."""
+    if args.dataset != "synthetic":
+        return _run_other(args)
     cfg = _config(args)
     city = make_city(cfg)
     paths = write_city(city, args.out)

@@ -64,12 +64,19 @@ class Split:
 def temporal_split(dates: pd.Series, *, test_frac: float = 0.2, val_frac: float = 0.1) -> Split:
     """Test = the latest ``test_frac`` of dates, validation = the ``val_frac`` before it.
 
-    Cut points are date quantiles of the rows; every row of one date falls in one part.
+    Cut points are date quantiles of the rows; every row of one date falls in one part. When
+    the sales span so few days that a quantile would leave a part empty (a week of sales, or
+    most sales on one day), the cut points move to the nearest days that give every part at
+    least one day.
     """
     # nanosecond resolution whatever came in (PySyft hands back datetime64[us])
     d = pd.to_datetime(dates).to_numpy().astype("datetime64[ns]")
     test_start = pd.Timestamp(np.quantile(d.astype("int64"), 1 - test_frac)).normalize()
     val_start = pd.Timestamp(np.quantile(d.astype("int64"), 1 - test_frac - val_frac)).normalize()
+    days = pd.DatetimeIndex(np.unique(d)).normalize().unique().sort_values()
+    if len(days) >= 3:  # train keeps the first day, validation and test at least one each
+        test_start = min(max(test_start, days[2]), days[-1])
+        val_start = min(max(val_start, days[1]), days[days < test_start][-1])
     test = d >= test_start.to_datetime64()
     val = (d >= val_start.to_datetime64()) & ~test
     return Split(~(test | val), val, test, val_start, test_start)
