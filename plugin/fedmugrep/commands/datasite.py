@@ -447,7 +447,13 @@ def upload_missing(
     has ``notes``: what declaring more would add to the mock.
     """
     existing = set(_dataset_names(admin))
-    wanted = [k for k in _UPLOADS[config.kind] if k in config.data_files and k not in existing]
+    # a region without a mobility file still holds a (flow-less) mobility dataset
+    optional = {"mobility"} if config.kind == "region" else set()
+    wanted = [
+        k
+        for k in _UPLOADS[config.kind]
+        if (k in config.data_files or k in optional) and k not in existing
+    ]
     if not wanted:
         return []
     _check_data_files(config, path)
@@ -518,7 +524,7 @@ def upload_missing(
         uploaded.append(
             {
                 "dataset": name,
-                "file": str(files[name]),
+                "file": str(files[name]) if name in files else None,
                 "rows": len(private),
                 "mock_rows": len(mock),
                 "mock_source": source,

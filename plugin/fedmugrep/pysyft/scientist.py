@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_DATA_SCIENTIST",
     "FUNCTIONS",
     "DataScientistSession",
+    "function_name",
     "SiteState",
     "SyftFederationResult",
     "planned_calls",
@@ -56,8 +57,16 @@ __all__ = [
 #: The data scientist account the demo and :func:`~fedmugrep.pysyft.run.run_syft` use.
 DEFAULT_DATA_SCIENTIST = "data-scientist@fedmugrep.example"
 
-#: The remote function each role's request runs.
+#: The remote function each role's request runs. Each run submits it under its own name
+#: (:func:`function_name`), so a data scientist can resubmit after a denial.
 FUNCTIONS = {"transactions": "transaction_call", "region": "region_call"}
+
+
+def function_name(role: str, run_id: str) -> str:
+    """The name run ``run_id``'s request for a ``role`` datasite has on the datasite, e.g.
+    ``transaction_call_3f9a0c1b2d4e``."""
+    return f"{FUNCTIONS[role]}_{run_id.removeprefix('run-')}"
+
 
 #: Files of a session in its home (besides the checkpoint and the journal of replies).
 SESSION_FILE = "session.json"
@@ -203,8 +212,8 @@ class DataScientistSession:
                 self._assets[name] = {d: get_asset(client, d) for d in wanted}
             except ConfigError as exc:
                 raise ConfigError(
-                    f"datasite '{name}' (role {self.roles[name]}) has no dataset {exc}; its "
-                    "owner uploads it with fedmugrep datasite start"
+                    f"datasite '{name}' (role {self.roles[name]}): {exc}; its owner uploads "
+                    "the role's datasets with fedmugrep datasite start"
                 ) from None
 
     def _need_connected(self) -> None:
@@ -280,6 +289,7 @@ class DataScientistSession:
                 _party_function(
                     sy,
                     region_call,
+                    function_name("region", run_id),
                     self.clients[name],
                     {
                         "data": self._assets[name]["communities"],
@@ -303,6 +313,7 @@ class DataScientistSession:
                 _party_function(
                     sy,
                     transaction_call,
+                    function_name("transactions", run_id),
                     self.clients[name],
                     {"data": self._assets[name]["transactions"]},
                     t_contract,
@@ -341,18 +352,22 @@ class DataScientistSession:
         if run_id is None:
             return "not submitted"
         with quiet_syft():
-            codes = [
-                c
-                for c in find_code(self.clients[name], FUNCTIONS[self.roles[name]])
-                if isinstance(pinned_constant(c, "public"), dict)
-                and pinned_constant(c, "public").get("run_id") == run_id
-            ]
+            codes = self._codes(name, run_id, find_code, pinned_constant)
             if not codes:
                 return "not submitted"
             status = codes[-1].status
             if status.denied:
                 return f"denied: {status.first_denial_reason}"
             return "approved" if status.approved else "pending"
+
+    def _codes(self, name: str, run_id: str, find_code: Any, pinned_constant: Any) -> list[Any]:
+        """The datasite's code of run ``run_id`` (its request's function, pinning the run)."""
+        return [
+            c
+            for c in find_code(self.clients[name], function_name(self.roles[name], run_id))
+            if isinstance(pinned_constant(c, "public"), dict)
+            and pinned_constant(c, "public").get("run_id") == run_id
+        ]
 
     def review_states(self) -> dict[str, str]:
         """Datasite name -> the review state of this session's request."""
@@ -425,6 +440,7 @@ class DataScientistSession:
                 asset=self._assets[n]["transactions"],
                 public=public,
                 plan=self.plan,
+                function_name=function_name("transactions", run_id),
                 journal=self.home / "replies" / n,
                 call_timeout=call_timeout,
             )
@@ -438,6 +454,7 @@ class DataScientistSession:
                 client=self.clients[name],
                 communities=self._assets[name]["communities"],
                 mobility=self._assets[name]["mobility"],
+                function_name=function_name("region", run_id),
                 journal=self.home / "replies" / name,
                 retries=self.plan.retries,
                 retry_backoff=self.plan.retry_backoff,
@@ -459,7 +476,8 @@ class DataScientistSession:
         )
         t_end = time.perf_counter()
         executions = {
-            n: len(execution_outputs(c, FUNCTIONS[self.roles[n]])) for n, c in self.clients.items()
+            n: len(execution_outputs(c, function_name(self.roles[n], run_id)))
+            for n, c in self.clients.items()
         }
         calls = [c for party in (*agencies.values(), region) for c in getattr(party, "calls", [])]
         return SyftFederationResult(
@@ -529,14 +547,9 @@ class DataScientistSession:
 
         assert self.public is not None and self.run_id is not None
         expected = public_hash(public_constant(self.public, self.plan, run_id=self.run_id))
-        for name, client in self.clients.items():
+        for name in self.clients:
             with quiet_syft():
-                codes = [
-                    c
-                    for c in find_code(client, FUNCTIONS[self.roles[name]])
-                    if isinstance(pinned_constant(c, "public"), dict)
-                    and pinned_constant(c, "public").get("run_id") == self.run_id
-                ]
+                codes = self._codes(name, self.run_id, find_code, pinned_constant)
             if public_hash(pinned_constant(codes[-1], "public")) != expected:
                 raise ConfigError(
                     f"the approved request on datasite '{name}' pins another plan or public "
@@ -547,14 +560,16 @@ class DataScientistSession:
 def _party_function(
     sy: Any,
     func: Any,
+    name: str,
     client: Any,
     assets: dict[str, Any],
     contract: PrivacyContract,
     constant: dict,
     max_calls: int,
 ) -> Any:
-    """A syft function pinning ``assets``, the contract and the public constant; per call it
-    takes ``method: str`` and ``payload: str``; capped at ``max_calls`` private runs."""
+    """``func`` as the syft function ``name`` pinning ``assets``, the contract and the public
+    constant; per call it takes ``method: str`` and ``payload: str``; capped at ``max_calls``
+    private runs."""
     from fedmugrep.pysyft.policy import CallCapPolicy  # deferred: loads syft, torch
 
     if not math.isfinite(max_calls) or max_calls < 1:
@@ -569,5 +584,7 @@ def _party_function(
             payload=str,
         )
         return sy.syft_function(
-            input_policy=input_policy, output_policy=CallCapPolicy(max_calls=int(max_calls))
+            input_policy=input_policy,
+            output_policy=CallCapPolicy(max_calls=int(max_calls)),
+            name=name,
         )(func)
