@@ -111,9 +111,7 @@ def test_a_schema_only_mock_starts_but_training_says_what_to_declare() -> None:
     assert any("[mock] dates" in n for n in notes) and any("[mock] price" in n for n in notes)
     assert any("'pool'" in n for n in notes)
     with pytest.raises(ConfigError, match=r"declared no date range \(\[mock\] dates"):
-        public_artefacts(
-            with_public_districts(GEO), mock, FederationPlan(rounds=1), GraphConfig()
-        )
+        public_artefacts(with_public_districts(GEO), mock, FederationPlan(rounds=1), GraphConfig())
 
 
 def test_the_private_table_must_match_its_declaration() -> None:
