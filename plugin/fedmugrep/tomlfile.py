@@ -13,7 +13,7 @@ from typing import Any
 
 from fedmugrep.errors import ConfigError, ConfigFileError
 
-__all__ = ["read_toml"]
+__all__ = ["read_toml", "toml_string"]
 
 _TOML_ERROR_AT = re.compile(r"^(?P<what>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
@@ -63,3 +63,9 @@ def read_toml(path: str | os.PathLike[str], *, what: str = "config") -> dict[str
             fix=f"fix the TOML syntax{f' on line {line}' if line else ''} (key = value, strings in "
             "double quotes, [section] headers)",
         ) from None
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (quotes and backslashes escaped)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -21,11 +21,11 @@ mobility.csv, truth.csv and metadata.json (generative model, drawn coefficients,
 --dataset foreign writes the same kind of city as another organisation keeps it (its own column
 names, units, community names and dates; no district column, no mobility.csv) and
 --dataset sacramento the 932 real sales of modeldata::Sacramento split over agencies sac1..;
-both add public.toml, the [mock] declaration their owners would publish.
+both add public.toml, the [mock] declaration their owners would publish
+(fedmugrep synth --out runs/sacramento --dataset sacramento).
 
-Examples:
+Example:
   fedmugrep synth --out runs/city --seed 1 --transactions 20000 --agencies 3
-  fedmugrep synth --out runs/sacramento --dataset sacramento
 """
 
 

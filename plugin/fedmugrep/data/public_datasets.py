@@ -31,6 +31,7 @@ import pandas as pd
 
 from fedmugrep.data.synthetic import CityConfig, make_city
 from fedmugrep.errors import ConfigError
+from fedmugrep.tomlfile import toml_string
 
 __all__ = [
     "SACRAMENTO_DATES",
@@ -66,7 +67,7 @@ def _outward(lo: float, hi: float, step: float) -> list[float]:
 
 def _toml_value(value: object) -> str:
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, float) and value.is_integer():

@@ -56,7 +56,7 @@ from types import MappingProxyType
 from typing import Any
 
 from fedmugrep.errors import ConfigError, ConfigFileError, PrivacyParameterError
-from fedmugrep.tomlfile import read_toml
+from fedmugrep.tomlfile import read_toml, toml_string
 
 __all__ = [
     "DATA_KEYS",
@@ -325,27 +325,27 @@ class DatasiteConfig:
         lines = [
             "# written by fedmugrep; the admin password is read from the environment",
             "[datasite]",
-            f"name = {_toml_str(self.name)}",
-            f"home = {_toml_str(str(self.home))}",
-            f"host = {_toml_str(self.host)}",
+            f"name = {toml_string(self.name)}",
+            f"home = {toml_string(str(self.home))}",
+            f"host = {toml_string(self.host)}",
         ]
         if self.port is not None:
             lines.append(f"port = {self.port}")
         if self.role is not None:
-            lines.append(f"role = {_toml_str(self.role)}")
+            lines.append(f"role = {toml_string(self.role)}")
         if self.allow_remote:
             lines.append("allow_remote = true")
         lines += [
             "",
             "[admin]",
-            f"email = {_toml_str(self.admin_email)}",
-            f"name = {_toml_str(self.admin_name)}",
-            f"password_env = {_toml_str(self.admin_password_env)}",
+            f"email = {toml_string(self.admin_email)}",
+            f"name = {toml_string(self.admin_name)}",
+            f"password_env = {toml_string(self.admin_password_env)}",
         ]
         if self.data_files:
             lines += ["", "[data]"]
             lines += [
-                f"{_toml_str(k)} = {_toml_str(str(self._abs(v)))}"
+                f"{toml_string(k)} = {toml_string(str(self._abs(v)))}"
                 for k, v in sorted(self.data_files.items())
             ]
         budget = [
@@ -459,8 +459,3 @@ def _check_password(value: str) -> None:
         raise ConfigError(
             "admin password is PySyft's public default 'changethis'; choose a private one"
         )
-
-
-def _toml_str(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
