@@ -307,3 +307,38 @@ def test_restart_keeps_users_datasets_and_approved_code(tmp_path: Path) -> None:
         s.handle.stop()
     assert [first["value"], second["value"], third["value"]] == [601.0, 1201.0, 1801.0]
     assert not s.handle.running
+
+
+def test_a_data_scientist_reads_their_own_budget_only(site: Site) -> None:
+    from fedmugrep.privacy.events import LaplaceEvent
+    from fedmugrep.privacy.ledger import Ledger
+    from fedmugrep.pysyft.budget_api import _endpoint, my_budget, publish_budgets
+
+    assert my_budget(site.ds) is None  # not published yet: "ask the owner", not an error
+    assert publish_budgets(site.admin, site.home) is True
+    assert publish_budgets(site.admin, site.home) is False  # once per datasite
+    assert my_budget(site.ds) == []  # an account without a cap
+
+    other = "eve@elsewhere.example"
+    register_data_scientist(site.admin, email=other, name="Eve", password="eve-secret-123")
+    ledger = Ledger(site.home)
+    ledger.set_cap(DS_EMAIL, "transactions", epsilon=3.0, delta=1e-5)
+    ledger.set_cap(other, "transactions", epsilon=0.5, delta=1e-5)
+    ledger.charge(
+        data_scientist=DS_EMAIL,
+        request_id="r1",
+        dataset="transactions",
+        mechanism="laplace",
+        events=[LaplaceEvent(1.0, 4.0, 1, bound=1e4)],
+        payload="x",
+    )
+    (mine,) = my_budget(site.ds)
+    assert mine["dataset"] == "transactions" and mine["cap_epsilon"] == 3.0
+    assert mine["spent_epsilon"] == pytest.approx(0.25, rel=0.05)  # sensitivity 1 / scale 4
+    assert mine["remaining_epsilon"] == pytest.approx(3.0 - mine["spent_epsilon"])
+    (theirs,) = my_budget(site.handle.login(other, "eve-secret-123"))
+    assert theirs["cap_epsilon"] == 0.5 and theirs["spent_epsilon"] == 0.0
+
+    # only an admin adds endpoints: a data scientist cannot replace it with one of their own
+    with quiet_syft(), pytest.raises(Exception, match="permission"):
+        site.ds.custom_api.add(endpoint=_endpoint(site.home))

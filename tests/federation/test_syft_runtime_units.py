@@ -329,3 +329,13 @@ def test_quiet_syft_blocks_overlapping_across_threads_leave_the_streams_restored
     assert sys.stdout is real_stdout
     out = capsys.readouterr().out
     assert "main thread is not muted" in out and "noise" not in out
+
+
+def test_training_kind_names_a_resubmissions_family_only() -> None:
+    from fedmugrep.pysyft.scientist import function_name, training_kind
+
+    assert training_kind(function_name("transactions", "run-3f9a0c1b2d4e")) == "transaction_call"
+    assert training_kind(function_name("region", "3f9a0c1b")) == "region_call"
+    # not a training request: an owner's approval supersedes nothing
+    for other in ("toy_round", "toy_round_b", "transaction_call", "transaction_call_a-b", "x"):
+        assert training_kind(other) is None

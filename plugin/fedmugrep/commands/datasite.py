@@ -370,6 +370,9 @@ def run_start(args: argparse.Namespace) -> int:
         admin = admin_login(config, url, pid)
         uploaded = upload_missing(admin, config, args.config, mock_seed=args.mock_seed)
         datasets = _dataset_names(admin)
+        from fedmugrep.pysyft.budget_api import publish_budgets  # deferred: loads syft
+
+        publish_budgets(admin, config.home)  # data scientists read their own remaining budget
     except BaseException:
         if handle is not None:  # a start either completes or leaves nothing running
             handle.stop()

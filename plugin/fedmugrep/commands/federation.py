@@ -281,8 +281,46 @@ def run_check(args: argparse.Namespace, fed: FederationFile, session: Any) -> in
                 print(f"    {s.description[dataset]}")
             cols = ", ".join(f"{c} ({t})" for c, t in schema.items())
             print(f"    columns: {cols}")
+        for line in budget_lines(s, fed.email):
+            print(f"  {line}")
         print(f"  request: {s.request}")
     return 0
+
+
+def budget_lines(site: Any, email: str) -> list[str]:
+    """What ``check`` says about a data scientist's budget on one datasite: cap, spent and
+    remaining per dataset, and whether the plan's projected epsilon fits."""
+    need = site.plan_epsilon
+    plan_text = (
+        "this plan needs no budget (no privacy)"
+        if need is None
+        else (f"this plan spends up to epsilon {need:.4g}")
+    )
+    if site.budget is None:
+        return [f"budget: not published by this datasite (ask its owner); {plan_text}"]
+    capped = [b for b in site.budget if b["cap_epsilon"] is not None]
+    if not capped:
+        return [
+            f"budget: no cap set for {email} yet, so every charged release would be refused; "
+            "the owner sets one with fedmugrep budget set --config TOML --data-scientist "
+            f"{email} --epsilon EPS; {plan_text}"
+        ]
+    lines = []
+    for b in capped:
+        remaining = float(b["remaining_epsilon"])
+        verdict = ""
+        if need is not None:
+            verdict = (
+                f"; enough for this plan (up to {need:.4g})"
+                if remaining >= need * (1 - 1e-9)
+                else f"; NOT enough for this plan (up to {need:.4g}): ask the owner to raise "
+                "the cap, or plan a smaller epsilon"
+            )
+        lines.append(
+            f"budget '{b['dataset']}': remaining epsilon {remaining:.4g} of {b['cap_epsilon']:.4g}"
+            f" (spent {b['spent_epsilon']:.4g}){verdict}"
+        )
+    return lines
 
 
 def run_submit(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:

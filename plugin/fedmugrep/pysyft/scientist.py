@@ -29,6 +29,7 @@ from typing import Any
 
 from fedmugrep.errors import ConfigError, RequestDeniedError
 from fedmugrep.federation.admission import (
+    UNBOUNDED_EPSILON,
     region_contract,
     transaction_contract,
     update_coordinates,
@@ -40,6 +41,7 @@ from fedmugrep.federation.parties import PublicArtefacts, RegionParty
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.run import prepare_public, train
 from fedmugrep.federation.wire import public_constant
+from fedmugrep.pysyft.budget_api import my_budget
 from fedmugrep.pysyft.proxies import CallStat, SyftRegionParty, SyftTransactionParty
 from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import strip_mock_marker
@@ -66,6 +68,15 @@ def function_name(role: str, run_id: str) -> str:
     """The name run ``run_id``'s request for a ``role`` datasite has on the datasite, e.g.
     ``transaction_call_3f9a0c1b2d4e``."""
     return f"{FUNCTIONS[role]}_{run_id.removeprefix('run-')}"
+
+
+def training_kind(function: str) -> str | None:
+    """The role's function a training request's function name runs (``transaction_call`` for
+    ``transaction_call_3f9a0c1b2d4e``), or ``None`` when the name is not a training request's."""
+    for kind in FUNCTIONS.values():
+        if function.startswith(f"{kind}_") and function[len(kind) + 1 :].isalnum():
+            return kind
+    return None
 
 
 #: Files of a session in its home (besides the checkpoint and the journal of replies).
@@ -119,6 +130,12 @@ class SiteState:
         description: each dataset's description (what its mock is made from).
         request: the review state of this session's request: ``"not submitted"``,
             ``"pending"``, ``"approved"`` or ``"denied: <the owner's reason>"``.
+        budget: this data scientist's own cap, spent and remaining epsilon per dataset, as
+            the datasite publishes it (:func:`~fedmugrep.pysyft.budget_api.my_budget`; empty
+            when the owner set no cap for this account, ``None`` when the datasite does not
+            publish budgets).
+        plan_epsilon: the most epsilon this session's plan spends on each of the datasite's
+            datasets (its contract's projected total; ``None`` without privacy).
     """
 
     name: str
@@ -127,6 +144,8 @@ class SiteState:
     mock_rows: dict[str, int]
     description: dict[str, str]
     request: str
+    budget: list[dict[str, Any]] | None = None
+    plan_epsilon: float | None = None
 
 
 class DataScientistSession:
@@ -229,7 +248,8 @@ class DataScientistSession:
         }
 
     def sites(self) -> list[SiteState]:
-        """What each datasite shows: its mocks' schemas and this session's review state."""
+        """What each datasite shows: its mocks' schemas, this session's review state and the
+        data scientist's remaining budget."""
         mocks = self.mocks()
         run_id = self.run_id or self._saved_run_id()
         out = []
@@ -247,9 +267,25 @@ class DataScientistSession:
                         for d, a in self._assets[name].items()
                     },
                     request=self._request_state(name, run_id),
+                    budget=my_budget(self.clients[name]),
+                    plan_epsilon=self._plan_epsilon(name, mocks[name]),
                 )
             )
         return out
+
+    def _plan_epsilon(self, name: str, mocks: Mapping[str, Any]) -> float | None:
+        """The plan's projected epsilon on datasite ``name`` (``None`` without privacy)."""
+        p = self.plan.privacy
+        if p is None:
+            return None
+        if self.roles[name] == "region":
+            contract = region_contract(self.plan, n_communities=len(mocks["communities"]))
+        elif p.update_mechanism == "laplace":  # its size needs the model: known at submit
+            return None
+        else:
+            contract = transaction_contract(self.plan)
+        eps = float(contract.projected_epsilon)
+        return eps if eps < UNBOUNDED_EPSILON else None
 
     # ------------------------------------------------------------------ submit
     def submit(self, *, package_dir: Path | None = None) -> str:
