@@ -144,8 +144,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         fed.write_text("\n".join(lines) + "\n", encoding="utf-8")
         yield {"sites": sites, "file": fed, "data": data, "ds_dir": ds_dir}
     finally:
-        for s in sites.values():
-            owner("datasite", "stop", "--config", s["toml"])
+        with ThreadPoolExecutor(max_workers=len(sites)) as pool:
+            list(
+                pool.map(lambda s: owner("datasite", "stop", "--config", s["toml"]), sites.values())
+            )
 
 
 def _pending(toml: Path) -> list[str]:
@@ -169,13 +171,18 @@ def test_owners_and_a_data_scientist_train_across_organisations(federation: dict
     denied_login = scientist("federation", "check", "--file", fed)
     assert denied_login.returncode == 1 and "login to datasite" in denied_login.stderr
 
-    for s in sites.values():  # each owner opens Dana's account with a cap, in their own shell
-        out = _ok(
-            owner("users", "add", "--config", s["toml"], "--email", DS_EMAIL, "--epsilon", "8")
-        )
+    # each owner opens Dana's account with a cap, in their own shell
+    for out in _each(
+        sites,
+        lambda s: owner(
+            "users", "add", "--config", s["toml"], "--email", DS_EMAIL, "--epsilon", "8"
+        ),
+    ):
         assert DS_EMAIL in out and "epsilon 8" in out
 
     check = _ok(scientist("federation", "check", "--file", fed))
+    # Dana sees her own remaining budget on every datasite, and that the plan fits in it
+    assert check.count("remaining epsilon 8 of 8 (spent 0); enough for this plan") == len(sites)
     tx = next(n for n, s in sites.items() if s["role"] == "transactions")
     assert f"datasite '{tx}'" in check and "request: not submitted" in check
     private_cols = pd.read_csv(federation["data"] / f"transactions_{tx}.csv", nrows=1).columns
@@ -196,13 +203,18 @@ def test_owners_and_a_data_scientist_train_across_organisations(federation: dict
     refused = scientist("federation", "train", "--file", fed)
     assert refused.returncode == 1 and reason in refused.stderr
 
-    # resubmitted; every owner approves in their own shell; Dana trains
+    # resubmitted; every owner approves the newest request in their own shell, which denies
+    # the older pending one as superseded; Dana trains
     _ok(scientist("federation", "submit", "--file", fed))
-    for s in sites.values():  # the newest request; the superseded one is denied
+
+    def approve_newest(s: dict) -> str:
         *stale, newest = _pending(s["toml"])
-        for old in stale:
-            _ok(owner("requests", "deny", "--config", s["toml"], old, "--reason", "superseded"))
-        _ok(owner("requests", "approve", "--config", s["toml"], newest))
+        out = _ok(owner("requests", "approve", "--config", s["toml"], newest, "--json"))
+        assert sorted(json.loads(out)["superseded"]) == sorted(i[:8] for i in stale), out
+        return out
+
+    assert len(_each(sites, approve_newest, check=False)) == len(sites)
+    assert _pending(sites[tx]["toml"]) == []  # nothing left for the owner to review
     assert _ok(scientist("federation", "status", "--file", fed)).count(": approved") == len(sites)
     out = _ok(scientist("federation", "train", "--file", fed, "--quiet"))
     assert "trained 3 rounds" in out
@@ -222,6 +234,14 @@ def test_owners_and_a_data_scientist_train_across_organisations(federation: dict
     for name, s in sites.items():
         audit = _ok(owner("audit", "--home", s["toml"].parent / "home", "--verify", "--json"))
         assert DS_EMAIL in audit, name
+
+
+def _each(sites: dict, command, *, check: bool = True) -> list:  # noqa: ANN001
+    """Run one owner command per datasite, the owners at the same time (as on their own
+    machines); the outputs in the sites' order."""
+    with ThreadPoolExecutor(max_workers=len(sites)) as pool:
+        results = list(pool.map(command, sites.values()))
+    return [_ok(r) for r in results] if check else results
 
 
 def test_a_datasite_that_does_not_answer_is_named(federation: dict, tmp_path: Path) -> None:

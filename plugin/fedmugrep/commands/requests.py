@@ -289,6 +289,7 @@ def run_approve(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep requests approve``."""
     from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
         approve_request,
+        deny_request,
         request_refusal,
     )
 
@@ -305,6 +306,11 @@ def run_approve(args: argparse.Namespace) -> int:
         )
     approve_request(request)
     row["status"] = "approved"
+    superseded = []
+    for old in _older_pending(admin, row):  # a resubmission replaces them: nobody runs them
+        deny_request(old["request"], reason=f"superseded by request {row['id_prefix']}")
+        superseded.append(old["id_prefix"])
+    row["superseded"] = superseded
     budget = [r for r in budget_rows(config, row["data_scientist"]) if r["dataset"] == config.name]
     notes = []
     if not budget or budget[0]["cap_epsilon"] is None:
@@ -338,9 +344,37 @@ def run_approve(args: argparse.Namespace) -> int:
             f"approved request {row['id_prefix']}: '{row['function']}' by "
             f"{row['data_scientist']} (projected epsilon {_epsilon_label(row)})"
         )
+        if superseded:
+            print(
+                f"denied {len(superseded)} older pending request(s) of the same kind from "
+                f"{row['data_scientist']} as superseded: {', '.join(superseded)}"
+            )
         for note in notes:
             print(f"note: {note}")
     return 0
+
+
+def _older_pending(admin: Any, approved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pending requests the data scientist of ``approved`` submitted before it, for the
+    same kind of training function (an earlier submission of the same training), each with its
+    row; none for a request that is not a fedmugrep training request."""
+    from fedmugrep.pysyft.runtime import list_requests  # deferred: loads syft, torch
+    from fedmugrep.pysyft.scientist import training_kind  # deferred: loads torch
+
+    kind = training_kind(approved["function"])
+    if kind is None:
+        return []
+    out = []
+    for request in list_requests(admin, status="pending"):  # oldest first
+        row = request_row(request)
+        if str(row["submitted"]) > str(approved["submitted"]):
+            break  # newer than the approved one: the owner still reviews it
+        same = row["data_scientist"] == approved["data_scientist"] and (
+            training_kind(row["function"]) == kind
+        )
+        if same and row["id"] != approved["id"]:
+            out.append({**row, "request": request})
+    return out
 
 
 def run_deny(args: argparse.Namespace) -> int:
