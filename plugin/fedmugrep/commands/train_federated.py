@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedmugrep.cli import half_open_unit, int_range, open_unit, positive, validated
 from fedmugrep.data.loading import load_communities
 from fedmugrep.federation.mocks import with_public_districts
 
@@ -26,7 +27,7 @@ from; without it the built-in synthetic city is the mock, which only fits its ow
 
 example:
   fedmugrep synth --out city/
-  fedmugrep train-federated --city city/ --home runs/fed --rounds 60 --epsilon 8 --json runs/fed.json
+  fedmugrep train-federated --city city/ --home runs/fed --rounds 30 --epsilon 8 --json runs/fed.json
   fedmugrep audit --home runs/fed/transactions_agency1
   fedmugrep appraise --model runs/fed/model.pt --properties my_listings.csv
 """
@@ -58,19 +59,62 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--home", type=Path, required=True, help="folder for the parties' ledgers and state"
     )
-    p.add_argument("--rounds", type=int, default=60, help="federated rounds (default 60)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of both models")
+    # the bounds are the plan's (FederationPlan / PrivacyPlan): bad values exit 2 before any work
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=30,
+        action=validated(int_range(1, 100_000)),
+        help="federated rounds (default 30)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=0.01,
+        action=validated(positive(100.0)),
+        help="learning rate of both models (default 0.01)",
+    )
     p.add_argument(
         "--pretrain-epochs",
         type=int,
         default=150,
-        help="public pretraining on the mocks before any private release (0: none)",
+        action=validated(int_range(0, 100_000)),
+        help="public pretraining on the mocks before any private release (0: none; default 150)",
     )
     p.add_argument(
-        "--upload-rate", type=float, default=1.0, help="share of channels sent per round"
+        "--upload-rate",
+        type=float,
+        default=1.0,
+        action=validated(half_open_unit),
+        help="share of channels sent per round, in (0, 1] (default 1)",
     )
     p.add_argument(
-        "--epsilon", type=float, default=8.0, help="target epsilon per agency (delta 1e-5)"
+        "--epsilon",
+        type=float,
+        default=8.0,
+        action=validated(positive(1e6)),
+        help="target epsilon per agency, > 0 (default 8)",
+    )
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=1e-5,
+        action=validated(open_unit),
+        help="target delta per agency, in (0, 1) (default 1e-5)",
+    )
+    p.add_argument(
+        "--clip",
+        type=float,
+        default=0.3,
+        action=validated(positive(1e6)),
+        help="per-target gradient clip norm of DP-SGD, > 0 (default 0.3)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        action=validated(int_range(-(2**63), 2**63 - 1)),
+        help="random seed of the run (default 0)",
     )
     p.add_argument("--no-privacy", action="store_true", help="no noise, no ledger (reference run)")
     p.add_argument(
@@ -110,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         else PrivacyPlan.for_epsilon(
             args.epsilon,
             region_epsilon=args.epsilon,
+            delta=args.delta,
+            clip=args.clip,
             update_mechanism="laplace" if args.laplace_updates else "gaussian",
         )
     )
@@ -120,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         upload_rate=args.upload_rate,
         privacy=privacy,
         pretrain_epochs=args.pretrain_epochs,
+        seed=args.seed,
     )
     res = run_local(
         args.city,
