@@ -1,7 +1,8 @@
 """``fedmugrep audit``: read, verify and export a datasite's privacy ledger.
 
 Exit codes (see :mod:`fedmugrep.cli`): 0 when the ledger is read (and, with ``--verify``,
-verifies); 4 when verification fails (:class:`~fedmugrep.errors.LedgerIntegrityError`).
+verifies); 2 when ``--home`` is not a datasite's home folder (missing, or without a ledger);
+4 when verification fails (:class:`~fedmugrep.errors.LedgerIntegrityError`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedmugrep.cli import UsageError
 from fedmugrep.errors import LedgerIntegrityError
 from fedmugrep.privacy.audit import audit_report, export, render_table
-from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
 
 EPILOG = """\
 Examples:
@@ -66,8 +68,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_home(home: Path) -> None:
+    fix = f"pass the datasite's home folder (the one holding {LEDGER_FILENAME})"
+    if not home.is_dir():
+        problem = "is not a folder" if home.exists() else "does not exist"
+        raise UsageError(
+            f"--home {home} {problem}, so there is no privacy ledger at {home / LEDGER_FILENAME}; "
+            + fix
+        )
+    if not (home / LEDGER_FILENAME).is_file():
+        raise UsageError(f"--home {home}: no privacy ledger at {home / LEDGER_FILENAME}; {fix}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Execute ``fedmugrep audit``; raises LedgerIntegrityError when verification fails."""
+    """Execute ``fedmugrep audit``; raises LedgerIntegrityError when verification fails and
+    UsageError when ``--home`` holds no ledger."""
+    _check_home(args.home)
     ledger = Ledger(args.home, create=False)
     report = audit_report(ledger, verify=args.verify, expected_head=args.expected_head)
     if args.json:

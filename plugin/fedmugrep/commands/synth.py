@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedmugrep.cli import UsageError, existing_file, validated
 from fedmugrep.data.public_datasets import write_foreign_city, write_sacramento
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
-from fedmugrep.errors import ConfigError
+from fedmugrep.errors import ConfigError, DataValidationError
 
 __all__ = ["register", "run"]
 
@@ -50,6 +51,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--config",
         type=Path,
         metavar="TOML",
+        action=validated(existing_file("city config", "pass the path of a .toml file")),
         help="CityConfig values from a TOML file (top level or [city] table); "
         "the flags below override it",
     )
@@ -72,26 +74,36 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> CityConfig:
-    base = CityConfig.from_toml(args.config).to_dict() if args.config else {}
-    for flag, name in (
-        ("seed", "seed"),
-        ("transactions", "n_transactions"),
-        ("agencies", "n_agencies"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            base[name] = value
-    return CityConfig.from_dict(base)
+    """The city config from ``--config`` and the flags; a bad file or value is bad input
+    (:class:`~fedmugrep.cli.UsageError`, exit 2; the message names the file)."""
+    try:
+        base = CityConfig.from_toml(args.config).to_dict() if args.config else {}
+        for flag, name in (
+            ("seed", "seed"),
+            ("transactions", "n_transactions"),
+            ("agencies", "n_agencies"),
+        ):
+            value = getattr(args, flag)
+            if value is not None:
+                base[name] = value
+        return CityConfig.from_dict(base)
+    except DataValidationError:
+        raise  # already bad input (exit 2), naming the file and line
+    except ConfigError as exc:
+        where = (
+            f"--config {args.config}: " if args.config and str(args.config) not in str(exc) else ""
+        )
+        raise UsageError(f"{where}{exc}") from exc
 
 
 def _run_other(args: argparse.Namespace) -> int:
     if args.config is not None:
-        raise ConfigError(f"--config applies to --dataset synthetic only (got {args.dataset})")
+        raise UsageError(f"--config applies to --dataset synthetic only (got {args.dataset})")
     seed = 0 if args.seed is None else args.seed
     agencies = 3 if args.agencies is None else args.agencies
     if args.dataset == "sacramento":
         if args.transactions is not None:
-            raise ConfigError("--transactions does not apply to --dataset sacramento (932 sales)")
+            raise UsageError("--transactions does not apply to --dataset sacramento (932 sales)")
         paths = write_sacramento(args.out, agencies=agencies, seed=seed)
     else:
         n = 3000 if args.transactions is None else args.transactions
