@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fedmugrep.cli import int_range, validated
+
 EPILOG = """example:
   fedmugrep synth --out city/
   fedmugrep train-central --transactions city/transactions_agency*.csv \\
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-central",
         help="train the fed-MugRep model on pooled data and compare with baselines",
-        description="Train on pooled transactions with a temporal split (test = latest 20%% of "
+        description="Train on pooled transactions with a temporal split (test = latest 20% of "
         "dates, validation before it) and compare with ridge, HistGradientBoosting and an MLP.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -32,8 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--communities", type=Path, help="communities table (CSV/Parquet)")
     p.add_argument("--mobility", type=Path, help="mobility flows (CSV/Parquet)")
     p.add_argument("--json", type=Path, help="write the metrics report here")
-    p.add_argument("--epochs", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=400,
+        action=validated(int_range(1, 1_000_000)),
+        help="training epochs of the fed-MugRep model (default 400)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the model and the baselines (default 0)",
+    )
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
