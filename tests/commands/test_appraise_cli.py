@@ -88,3 +88,49 @@ def test_bad_input_exits_with_row_and_column(
     (tmp_path / "model.pt").write_bytes(b"nope")
     code, _, err = cli("appraise", "--model", tmp_path / "model.pt", "--properties", files["props"])
     assert code == 1 and "not a fedmugrep valuation model" in err
+
+
+def test_prices_are_whole_currency_units_in_the_csv_and_grouped_on_the_console(
+    cli: Cli, files: dict[str, Path], tmp_path: Path
+) -> None:
+    code, _, err = cli(
+        "appraise", "--model", files["model"], "--properties", files["props"],
+        "--out", tmp_path / "v.csv",
+    )  # fmt: skip
+    assert code == 0, err
+    text = (tmp_path / "v.csv").read_text(encoding="utf-8")
+    table = pd.read_csv(tmp_path / "v.csv")
+    for name in ("pred_median", "pred_lo80", "pred_hi80"):  # same column names, integers
+        assert pd.api.types.is_integer_dtype(table[name]), name
+    assert "e+" not in text and table["sigma_log"].dtype.kind == "f"
+    header, first = text.splitlines()[:2]
+    row = dict(zip(header.split(","), first.split(","), strict=True))
+    assert row["pred_median"].isdigit()
+
+    code, out, _ = cli("appraise", "--model", files["model"], "--properties", files["props"])
+    assert code == 0 and "pred_median" in out and "e+" not in out
+    median = int(table["pred_median"].iloc[0])
+    assert f"{median:,}" in out.splitlines()[1]  # e.g. 267,700 (same model, same properties)
+    assert median >= 1000  # the check above is about thousands separators
+
+
+def test_price_rounding_and_console_format_helpers() -> None:
+    from fedmugrep.commands.appraise import format_table, rounded_prices
+
+    raw = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b"],
+            "pred_median": [267_700.4999999999, 1_234_567.5],
+            "pred_lo80": [199_999.6, 1_000_000.123456789012345],
+            "pred_hi80": [350_000.0, 1_500_000.9],
+            "sigma_log": [0.123456789, 0.2],
+        }
+    )
+    out = rounded_prices(raw)
+    assert out["pred_median"].tolist() == [267_700, 1_234_568]
+    assert out["pred_lo80"].tolist() == [200_000, 1_000_000]
+    assert out["sigma_log"].tolist() == raw["sigma_log"].tolist()  # not a price: unchanged
+    assert list(out.columns) == list(raw.columns)
+    text = format_table(raw)
+    assert "267,700" in text and "1,234,568" in text and "2.677e+05" not in text
+    assert "0.1235" in text
