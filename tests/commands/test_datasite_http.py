@@ -182,6 +182,18 @@ def test_owner_reviews_requests_and_sets_budget_from_the_cli(site: Site, cli: Cl
     assert budget["cap_epsilon"] == 5.0 and budget["spent_epsilon"] == 0.0
 
 
+def test_budget_set_refuses_an_account_the_running_datasite_lacks(site: Site, cli: Cli) -> None:
+    eve = "eve@uni.example"  # no account: the owner never ran `users add` for her
+    code, _, err = cli("budget", "set", "--config", site.toml, "--data-scientist", eve)
+    assert code == 2
+    assert f"no account {eve} on datasite 'agency-h'" in err
+    assert f"fedmugrep users add --config {site.toml} --email {eve}" in err
+    code, out, _ = cli("budget", "show", "--config", site.toml, "--data-scientist", eve)
+    assert code == 0 and f"no cap for {eve}" in out  # nothing was recorded
+    code, _, err = cli("budget", "set", "--config", site.toml, "--data-scientist", DS_EMAIL)
+    assert code == 0 and "warning" not in err  # Dana's account exists (checked, not assumed)
+
+
 def test_stop_is_clean_and_commands_then_say_how_to_start(site: Site, cli: Cli) -> None:
     config = site.config
     pid = server_pid(config)

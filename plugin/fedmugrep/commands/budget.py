@@ -6,19 +6,35 @@ datasite, fedmugrep charges every release to the dataset named after the datasit
 :func:`~fedmugrep.pysyft.run.run_syft` caps too), so that is the default. The
 ledger refuses every release of a data scientist without a cap: set one before they start.
 
-Exit codes (see :mod:`fedmugrep.cli`): 0 ok; 2 a bad config, e-mail, epsilon or delta.
+``budget set`` checks, when the datasite runs, that the data scientist has an account on it
+(refused otherwise: create it with ``fedmugrep users add``); when it does not run, the cap is
+set and a warning says the account could not be checked.
+
+Exit codes (see :mod:`fedmugrep.cli`): 0 ok; 2 a bad config, e-mail, epsilon or delta, or no
+such account on the running datasite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from fedmugrep.commands.budget_table import budget_rows, format_budget_table
-from fedmugrep.commands.datasite import add_config_argument, load_config, usage_errors
-from fedmugrep.errors import ConfigError
+from fedmugrep.commands.datasite import (
+    add_config_argument,
+    admin_login,
+    load_config,
+    running_url,
+    server_pid,
+    usage_errors,
+)
+from fedmugrep.commands.users import accounts
+from fedmugrep.errors import ConfigError, FedMugRepError
 from fedmugrep.privacy.ledger import Ledger
+from fedmugrep.pysyft.config import DatasiteConfig
 
 __all__ = ["budget_rows", "format_budget_table", "register"]
 
@@ -38,7 +54,8 @@ Example:
 
 Without --epsilon/--delta the caps of the TOML's [budget] section apply. The cap is recorded
 in the ledger's hash chain; lowering it below what was spent refuses every further release.
-The datasite need not run.
+The datasite need not run; when it runs, the data scientist's account must exist on it
+(create it with: fedmugrep users add --config TOML --email EMAIL).
 """
 
 _SHOW_EPILOG = """\
@@ -119,6 +136,37 @@ def _check_email(email: str) -> str:
     return email.strip()
 
 
+def check_account(config: DatasiteConfig, path: Path, email: str) -> bool:
+    """Whether ``email`` has an account on the datasite; ``False`` when that cannot be checked
+    (the datasite is not running, or the owner cannot log in), after a warning on stderr.
+
+    Raises:
+        ConfigError: the datasite runs and has no account ``email`` (the message says how to
+            create it).
+    """
+    create = f"fedmugrep users add --config {path} --email {email}"
+    pid = server_pid(config)
+    try:
+        if pid is None:
+            raise FedMugRepError(f"datasite '{config.name}' is not running")
+        emails = {
+            u["email"].lower() for u in accounts(admin_login(config, running_url(config), pid))
+        }
+    except FedMugRepError as exc:
+        print(
+            f"warning: could not check that {email} has an account ({exc}); the cap is set "
+            f"anyway. If the account does not exist, create it with: {create}",
+            file=sys.stderr,
+        )
+        return False
+    if email.lower() not in emails:
+        raise ConfigError(
+            f"no account {email} on datasite '{config.name}'; create it first with: {create} "
+            "(then set the cap, or pass --epsilon to users add)"
+        )
+    return True
+
+
 # =============================================================================== commands
 def run_set(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep budget set``."""
@@ -134,6 +182,7 @@ def run_set(args: argparse.Namespace) -> int:
             + f", or set [budget] {' and '.join(f'{n}_cap' for n in missing)} in {args.config}"
         )
     dataset = args.dataset or config.name
+    check_account(config, args.config, email)
     ledger = Ledger(config.home)
     entry = ledger.set_cap(
         email, dataset, epsilon=float(epsilon), delta=float(delta), note=args.note

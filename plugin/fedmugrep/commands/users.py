@@ -30,7 +30,7 @@ from fedmugrep.commands.datasite import (
 from fedmugrep.errors import ConfigError
 from fedmugrep.privacy.ledger import Ledger
 
-__all__ = ["DEFAULT_DS_PASSWORD_ENV", "read_password", "register"]
+__all__ = ["DEFAULT_DS_PASSWORD_ENV", "accounts", "read_password", "register"]
 
 #: Environment variable a new data scientist's password is read from by default.
 DEFAULT_DS_PASSWORD_ENV = "FEDMUGREP_DS_PASSWORD"
@@ -150,18 +150,24 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_list(args: argparse.Namespace) -> int:
-    """Execute ``fedmugrep users list``."""
+def accounts(admin: Any) -> list[dict[str, str]]:
+    """The datasite's accounts (``email``, ``name``, ``role`` in lower case), through an admin
+    client of the running datasite (:func:`~fedmugrep.commands.datasite.admin_login`)."""
     from fedmugrep.pysyft.runtime import quiet_syft  # deferred: loads syft, torch
 
-    config = load_config(args.config)
-    pid, url = require_running(config, args.config)
-    admin = admin_login(config, url, pid)
     with quiet_syft():
-        users = [
+        return [
             {"email": str(u.email), "name": str(u.name), "role": str(u.role.name).lower()}
             for u in admin.users.get_all()
         ]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Execute ``fedmugrep users list``."""
+    config = load_config(args.config)
+    pid, url = require_running(config, args.config)
+    admin = admin_login(config, url, pid)
+    users = accounts(admin)
     if args.json:
         print(json.dumps({"datasite": config.name, "users": users}, indent=2))
         return 0
