@@ -19,10 +19,10 @@ from typing import Any
 from fedmugrep import __version__
 from fedmugrep.errors import (
     BudgetExceededError,
-    ConfigError,
     DataValidationError,
     FedMugRepError,
     LedgerIntegrityError,
+    UsageError,
 )
 
 COMMANDS: tuple[str, ...] = (
@@ -41,13 +41,6 @@ COMMANDS: tuple[str, ...] = (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_INTEGRITY = 0, 1, 2, 3, 4
-
-
-class UsageError(ConfigError):
-    """Bad usage or bad input a command finds in its arguments (an option's value, a file or
-    folder named on the command line): :func:`main` exits with :data:`EXIT_USAGE`. The message
-    names the option or the file. A :class:`~fedmugrep.errors.ConfigError`, so code catching
-    those sees it too."""
 
 
 #: ``check(option, value)``: ``None`` when ``value`` is acceptable, else the problem, naming
@@ -185,8 +178,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # ``python -m fedmugrep.cli``: run the imported module's main, not this ``__main__`` copy's,
-    # so that the commands' ``fedmugrep.cli.UsageError`` is the class main catches
-    from fedmugrep.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

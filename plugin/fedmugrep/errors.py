@@ -57,6 +57,12 @@ class ConfigFileError(DataValidationError, ConfigError):
     """
 
 
+class UsageError(ConfigError):
+    """Bad usage or bad input a command finds in its arguments (an option's value, a file or
+    folder named on the command line): the CLI exits with 2. The message names the option or
+    the file. A :class:`ConfigError`, so code catching those sees it too."""
+
+
 class BudgetExceededError(FedMugRepError):
     """A release would exceed the privacy budget cap; nothing was released."""
 

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedmugrep.cli import UsageError
-from fedmugrep.errors import LedgerIntegrityError
+from fedmugrep.errors import LedgerIntegrityError, UsageError
 from fedmugrep.privacy.audit import audit_report, export, render_table
 from fedmugrep.privacy.ledger import LEDGER_FILENAME, Ledger
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedmugrep.cli import UsageError, existing_file, validated
+from fedmugrep.cli import existing_file, validated
 from fedmugrep.data.public_datasets import write_foreign_city, write_sacramento
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
-from fedmugrep.errors import ConfigError, DataValidationError
+from fedmugrep.errors import ConfigError, DataValidationError, UsageError
 
 __all__ = ["register", "run"]
 
@@ -75,7 +75,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> CityConfig:
     """The city config from ``--config`` and the flags; a bad file or value is bad input
-    (:class:`~fedmugrep.cli.UsageError`, exit 2; the message names the file)."""
+    (:class:`~fedmugrep.errors.UsageError`, exit 2; the message names the file)."""
     try:
         base = CityConfig.from_toml(args.config).to_dict() if args.config else {}
         for flag, name in (
