@@ -131,6 +131,64 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def training_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark training run (in a worker process), as ``job`` describes it.
+
+    ``job["kind"]`` is ``"central"`` (``central_reference`` on the city's
+    ``job["pattern"]`` files, default ``transactions_agency*.csv``, with ``mobility.csv`` unless
+    ``job["mobility"]`` is false; ``epochs`` default 400) or ``"federated"`` (``run_local``
+    with ``rounds``, ``epsilon`` per datasite, the region one included, or ``None`` for no
+    privacy, the ``seed``, an optional ``pretrain_epochs`` and ``mock``, default
+    ``"synthetic"``). Returns ``job`` with the MAPE, MAE-log and coverage (the owners' exact
+    figures), the baselines / Bayes floor or the released MAPE, and the seconds taken.
+    """
+    one_torch_thread()
+    import tempfile
+    import time
+
+    from fedmugrep.federation.local import run_local
+    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
+    from fedmugrep.training.central import TrainConfig, central_reference
+
+    city = Path(job["city"])
+    t0 = time.perf_counter()
+    if job["kind"] == "central":
+        rep = central_reference(
+            sorted(city.glob(job.get("pattern", "transactions_agency*.csv"))),
+            city / "communities.csv",
+            city / "mobility.csv" if job.get("mobility", True) else None,
+            tcfg=TrainConfig(seed=job["seed"], epochs=job.get("epochs", 400)),
+            progress=False,
+        )
+        return {
+            **job,
+            "mape": rep["model"]["mape"],
+            "mae_log": rep["model"]["mae_log"],
+            "coverage80": rep["model"]["coverage80"],
+            "baselines": {k: v["mape"] for k, v in rep.get("baselines", {}).items()},
+            "bayes_floor": rep.get("bayes_floor"),
+            "seconds": time.perf_counter() - t0,
+        }
+    eps = job["epsilon"]
+    privacy = None if eps is None else PrivacyPlan.for_epsilon(eps, region_epsilon=eps)
+    extra = (
+        {} if job.get("pretrain_epochs") is None else {"pretrain_epochs": job["pretrain_epochs"]}
+    )
+    plan = FederationPlan(rounds=job["rounds"], privacy=privacy, seed=job["seed"], **extra)
+    with tempfile.TemporaryDirectory() as home:
+        res = run_local(city, plan, Path(home), mock=job.get("mock", "synthetic"), progress=False)
+    own = res.owner_metrics
+    return {
+        **job,
+        "mape": own["mape"],
+        "mae_log": own["mae_log"],
+        "coverage80": own["coverage80"],
+        "released_mape": res.metrics.get("mape"),
+        "noise_multiplier": res.noise_multiplier,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def write_json(out: Path, name: str, data: dict[str, Any]) -> Path:
     path = Path(out) / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")

@@ -42,51 +42,6 @@ def _configure(parser: Any) -> None:
     )
 
 
-def _job(job: dict[str, Any]) -> dict[str, Any]:
-    _common.one_torch_thread()
-    from fedmugrep.federation.local import run_local
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-    from fedmugrep.training.central import TrainConfig, central_reference
-
-    city = Path(job["city"])
-    t0 = time.perf_counter()
-    if job["kind"] == "central":
-        rep = central_reference(
-            sorted(city.glob("transactions_agency*.csv")),
-            city / "communities.csv",
-            city / "mobility.csv",
-            tcfg=TrainConfig(seed=job["seed"], epochs=job.get("epochs", 400)),
-            progress=False,
-        )
-        return {
-            **job,
-            "mape": rep["model"]["mape"],
-            "mae_log": rep["model"]["mae_log"],
-            "coverage80": rep["model"]["coverage80"],
-            "baselines": {k: v["mape"] for k, v in rep.get("baselines", {}).items()},
-            "bayes_floor": rep.get("bayes_floor"),
-            "seconds": time.perf_counter() - t0,
-        }
-    eps = job["epsilon"]
-    privacy = None if eps is None else PrivacyPlan.for_epsilon(eps, region_epsilon=eps)
-    extra = (
-        {} if job.get("pretrain_epochs") is None else {"pretrain_epochs": job["pretrain_epochs"]}
-    )
-    plan = FederationPlan(rounds=job["rounds"], privacy=privacy, seed=job["seed"], **extra)
-    with tempfile.TemporaryDirectory() as home:
-        res = run_local(city, plan, Path(home), progress=False)
-    own = res.owner_metrics
-    return {
-        **job,
-        "mape": own["mape"],
-        "mae_log": own["mae_log"],
-        "coverage80": own["coverage80"],
-        "released_mape": res.metrics.get("mape"),
-        "noise_multiplier": res.noise_multiplier,
-        "seconds": time.perf_counter() - t0,
-    }
-
-
 def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     groups: dict[str, list[float]] = {}
     for r in runs:
@@ -247,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     runs = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for r in pool.map(_job, jobs):
+        for r in pool.map(_common.training_job, jobs):
             print(
                 f"{r['config']:>14} seed {r['seed']}: MAPE {r['mape']:.4f} ({r['seconds']:.0f} s)",
                 flush=True,

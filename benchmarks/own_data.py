@@ -50,48 +50,6 @@ def _write(dataset: str, out: Path) -> Path:
     return city
 
 
-def _job(job: dict[str, Any]) -> dict[str, Any]:
-    _common.one_torch_thread()
-    from fedmugrep.federation.local import run_local
-    from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
-    from fedmugrep.training.central import TrainConfig, central_reference
-
-    city = Path(job["city"])
-    t0 = time.perf_counter()
-    if job["kind"] == "central":
-        rep = central_reference(
-            sorted(city.glob("transactions_*.csv")),
-            city / "communities.csv",
-            None,
-            tcfg=TrainConfig(seed=job["seed"], epochs=job["epochs"]),
-            progress=False,
-        )
-        return {
-            **job,
-            "mape": rep["model"]["mape"],
-            "mae_log": rep["model"]["mae_log"],
-            "coverage80": rep["model"]["coverage80"],
-            "baselines": {k: v["mape"] for k, v in rep.get("baselines", {}).items()},
-            "seconds": time.perf_counter() - t0,
-        }
-    eps = job["epsilon"]
-    privacy = None if eps is None else PrivacyPlan.for_epsilon(eps, region_epsilon=eps)
-    plan = FederationPlan(
-        rounds=job["rounds"], privacy=privacy, seed=job["seed"], **job["overrides"]
-    )
-    with tempfile.TemporaryDirectory() as home:
-        res = run_local(city, plan, Path(home), mock="declared", progress=False)
-    own = res.owner_metrics
-    return {
-        **job,
-        "mape": own["mape"],
-        "mae_log": own["mae_log"],
-        "coverage80": own["coverage80"],
-        "released_mape": res.metrics.get("mape"),
-        "seconds": time.perf_counter() - t0,
-    }
-
-
 def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     groups: dict[tuple[str, str], list[float]] = {}
     for r in runs:
@@ -161,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs: list[dict[str, Any]] = []
         for dataset, city in cities.items():
             for seed in seeds:
-                base = {"dataset": dataset, "city": str(city), "seed": seed}
+                base = {
+                    "dataset": dataset,
+                    "city": str(city),
+                    "seed": seed,
+                    "pattern": "transactions_*.csv",
+                    "mobility": False,
+                }
                 jobs.append({**base, "kind": "central", "config": "central", "epochs": epochs})
                 for eps in (None, EPSILON):
                     jobs.append(
@@ -173,20 +137,17 @@ def main(argv: list[str] | None = None) -> int:
                             else f"federated eps={eps:g}",
                             "epsilon": eps,
                             "rounds": rounds,
-                            "overrides": overrides,
+                            "mock": "declared",
+                            **overrides,
                         }
                     )
         with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-            runs = list(pool.map(_job, jobs))
+            runs = list(pool.map(_common.training_job, jobs))
     for r in runs:
         r.pop("city")
     summary = _summary(runs)
     ratios = {
-        d: {
-            k: rows[k]["mean"] / rows["central"]["mean"]
-            for k in rows
-            if k.startswith("federated")
-        }
+        d: {k: rows[k]["mean"] / rows["central"]["mean"] for k in rows if k.startswith("federated")}
         for d, rows in summary.items()
     }
     data = {
