@@ -134,19 +134,39 @@ def _run(city: Path, plan: FederationPlan, home: Path, snapshot: Path, **kw: boo
     return _finish(*_start(city, plan, home, snapshot, **kw))
 
 
+class _References:
+    """Uninterrupted runs (non-private: deterministic; private), each made once when needed.
+
+    ``start(kind)`` launches one in a process of its own without waiting, so a test runs it
+    beside the interrupted run (both spend much of their time waiting on HTTP and on a server's
+    restart); calling the object waits for it.
+    """
+
+    def __init__(self, city: Path, snapshot: Path, base: Path) -> None:
+        self.city, self.snapshot, self.base = city, snapshot, base
+        self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.made: dict[str, dict] = {}
+
+    def start(self, kind: str) -> None:
+        if kind not in self.made and kind not in self.running:
+            plan = PLAIN if kind == "plain" else PRIVATE
+            self.running[kind] = _start(self.city, plan, self.base / kind, self.snapshot)
+
+    def __call__(self, kind: str) -> dict:
+        if kind not in self.made:
+            self.start(kind)
+            self.made[kind] = _finish(*self.running.pop(kind))
+            print(f"\nuninterrupted {kind} run: {self.made[kind]['seconds']:.1f} s")
+        return self.made[kind]
+
+
 @pytest.fixture(scope="module")
 def reference(city: Path, snapshot: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Uninterrupted runs (non-private: deterministic; private), each made once when needed."""
-    base = tmp_path_factory.mktemp("reference")
-    made: dict[str, dict] = {}
-
-    def get(kind: str) -> dict:
-        if kind not in made:
-            made[kind] = _run(city, PLAIN if kind == "plain" else PRIVATE, base / kind, snapshot)
-            print(f"\nuninterrupted {kind} run: {made[kind]['seconds']:.1f} s")
-        return made[kind]
-
-    return get
+    refs = _References(city, snapshot, tmp_path_factory.mktemp("reference"))
+    yield refs
+    for proc, _ in refs.running.values():
+        proc.kill()
+        proc.wait()
 
 
 def _checkpoint_round(home: Path) -> int:
@@ -215,6 +235,7 @@ def test_agency_datasite_killed_and_restarted_mid_training(
             events["error"] = exc
             print(f"watcher failed: {exc!r}", file=sys.stderr, flush=True)
 
+    reference.start("plain")  # beside this run; compared at the end
     watcher = threading.Thread(target=kill_and_restart, daemon=True)
     watcher.start()
     t0 = time.perf_counter()
@@ -266,6 +287,7 @@ def test_coordinator_killed_mid_training_then_resumed(
     city: Path, snapshot: Path, reference: Any, tmp_path: Path
 ) -> None:
     home = tmp_path / "run"
+    reference.start("private")  # beside this run; compared at the end
     t0 = time.perf_counter()
     proc, _ = _start(city, PRIVATE, home, snapshot)
     try:
