@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
-from sklearn.cluster import KMeans
 
 from fedmugrep.data.geo import project_km
 from fedmugrep.errors import ConfigError, DataValidationError
@@ -43,6 +42,8 @@ def default_n_districts(n_communities: int) -> int:
 
 def _kmeans(xy: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels ``[n]`` and centres ``[k, 2]``, clusters renumbered by (x, y) of their centres."""
+    from sklearn.cluster import KMeans  # deferred: scikit-learn costs ~0.6 s to import
+
     km = KMeans(n_clusters=k, n_init=4, random_state=seed, algorithm="lloyd").fit(xy)
     centres = km.cluster_centers_
     order = np.lexsort((np.round(centres[:, 1], 9), np.round(centres[:, 0], 9)))
