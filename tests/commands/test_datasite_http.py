@@ -153,6 +153,15 @@ def test_owner_reviews_requests_and_sets_budget_from_the_cli(site: Site, cli: Cl
     assert f"Request {first}" in out.replace("-", "") or first[:8] in out
     assert "function     : toy_round" in out and "privacy contract:" in out
     assert "projected total   : epsilon 0.3" in out and "def toy_round(" in out
+    assert out.index("projected total   :") < out.index("def toy_round(")  # contract first
+    assert "class CallCapPolicy" not in out  # fedmugrep's own policy: by its digest
+    code, full, _ = cli("requests", "show", "--config", toml, first[:8], "--full")
+    assert code == 0 and "class CallCapPolicy(sy.CustomOutputPolicy)" in full
+    assert "constant 'contract' in full (JSON):" in full and '"schema": "fedmugrep.privacy' in full
+    code, out, _ = cli("requests", "show", "--config", toml, first[:8], "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["id"] == first and shown["contract"]["projected_epsilon"] == 0.3
+    assert "privacy contract:" in shown["sheet"] and "def toy_round(" in shown["sheet"]
 
     code, _, err = cli("requests", "show", "--config", toml, "ffffffffzz")
     assert code == 2 and "no request 'ffffffffzz'" in err

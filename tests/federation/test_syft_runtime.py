@@ -132,9 +132,11 @@ def test_one_approval_serves_every_round_on_private_data(site: Site) -> None:
         "projected total   : epsilon 0.3 at delta 0",
         "matches local fedmugrep: yes",
         "from fedmugrep.pysyft.toy import toy_round_impl",
-        "class CallCapPolicy(sy.CustomOutputPolicy)",
+        "output policy code: identical to this machine's fedmugrep CallCapPolicy",
     ):
         assert expected in sheet, expected
+    assert sheet.index("projected total   :") < sheet.index("code:")  # the contract first
+    assert "class CallCapPolicy(sy.CustomOutputPolicy)" in describe_request(request, full=True)
     assert code_status(site.ds, "toy_round") == "pending"
     with pytest.raises(FedMugRepError, match="waiting for the data owner's approval"):
         call_remote(site.ds, "toy_round", data=site.asset, round_no=1, payload=[0.0])

@@ -55,12 +55,17 @@ contract ("unbounded" for code that releases without noise).
 """
 
 _SHOW_EPILOG = """\
-Example:
+Examples:
   fedmugrep requests show --config datasites/agency-a.toml 3f1c9a2e
+  fedmugrep requests show --config datasites/agency-a.toml 3f1c9a2e --full
 
-Prints the review sheet: who asked, the function and its code, the data it reads, the
-per-call arguments, the call cap and the privacy contract (checked against this machine's
-fedmugrep).
+Prints the review sheet, privacy first: for a training request what leaves the datasite, with
+which sensitivity and noise, epsilon per release and in total, rounds and call cap, computed by
+this machine's fedmugrep from the pinned plan; then the pinned privacy contract as this
+fedmugrep reads it (and whether it was built for the fedmugrep installed here); then who asked,
+the function, the data it reads, the per-call arguments, the output policy and the other pinned
+values; then the code. Model weights and other large values are shown by size and sha256
+digest; --full prints them whole.
 """
 
 _APPROVE_EPILOG = """\
@@ -119,6 +124,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_config_argument(show)
     show.add_argument("request_id", metavar="REQUEST_ID", help="the request id or a unique prefix")
+    show.add_argument(
+        "--full",
+        action="store_true",
+        help="also print every pinned constant's complete JSON (weights as base64), the output "
+        "policy's source and the contract's notes in full",
+    )
     show.add_argument(
         "--json", action="store_true", help="print JSON (the list row plus the sheet)"
     )
@@ -277,7 +288,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     config, admin = _admin(args)
     request = _find(admin, config, args)
-    sheet = describe_request(request)
+    sheet = describe_request(request, full=args.full)
     if args.json:
         print(json.dumps({**request_row(request), "sheet": sheet}, indent=2, sort_keys=True))
     else:

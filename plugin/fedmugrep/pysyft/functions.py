@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -73,6 +74,7 @@ from fedmugrep.federation.wire import (
     public_hash,
     round_arg,
     tensor_arg,
+    unpack_numeric,
 )
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.pysyft.remote import RemoteContext
@@ -540,8 +542,8 @@ def review_lines(constants: Mapping[str, Any], *, role: str, call_cap: int | Non
 
 
 def describe_public_constant(value: Mapping[str, Any]) -> str:
-    """A few lines for the public constant instead of its JSON (weights and vocabularies are
-    summarised by size and digest)."""
+    """A few lines for the public constant instead of its JSON: its digest, the sizes of the
+    vocabularies, the configs, and the initial region weights by size and digest."""
     enc = value.get("encoders", {}) if isinstance(value, Mapping) else {}
     init = value.get("init_region") if isinstance(value, Mapping) else None
     digest = public_hash(value)[:16]
@@ -553,7 +555,23 @@ def describe_public_constant(value: Mapping[str, Any]) -> str:
             f"{value.get('val_start')} / {value.get('test_start')}",
             f"  graph_config: {value.get('graph_config')}",
             f"  model_config: {value.get('model_config')}",
-            "  initial region weights: "
-            + ("none" if not init else f"{len(init)} tensors (public, from mock pretraining)"),
+            f"  initial region weights: {_weights_label(init)}",
         ]
+    )
+
+
+def _weights_label(init: Any) -> str:
+    """Packed tensors by count, number of values and digest (never their base64)."""
+    if not init:
+        return "none"
+    if not isinstance(init, Mapping):
+        return f"malformed ({type(init).__name__}); the datasite refuses it"
+    text = json.dumps(init, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    try:
+        values = sum(int(unpack_numeric(v, str(n)).size) for n, v in init.items())
+    except ConfigError as exc:
+        return f"{len(init)} tensors, malformed ({exc}); the datasite refuses them"
+    return (
+        f"{len(init)} tensors, {values:,} values, sha256 {digest}… (public, from mock pretraining)"
     )

@@ -55,6 +55,7 @@ the tests in ``tests/federation/test_syft_runtime.py``):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -755,29 +756,27 @@ def code_status(ds_client: Any, function_name: str) -> str:
         return "approved" if status.approved else "pending"
 
 
-def describe_request(request: Any) -> str:
-    """A plain-text review sheet of a code request for the data owner.
+def describe_request(request: Any, *, full: bool = False) -> str:
+    """A plain-text review sheet of a code request for the data owner, short enough to read
+    in a minute.
 
-    Shows the request id and status, submitter, function name and code hash, the pinned
-    assets, the per-call arguments, the output policy (with its source when custom), the
-    privacy contract (parsed, with the plain-sum bound and whether its fedmugrep hash matches
-    the fedmugrep on this machine), any other constants, and the code.
+    In order: the request's id and status; the privacy figures — for a federation request
+    computed by this machine's fedmugrep from the pinned plan (what leaves, sensitivities,
+    noise, epsilon per release and in total, rounds, call cap), then the pinned privacy
+    contract as this fedmugrep reads it (and whether its fedmugrep hash matches the one
+    installed here); who asked, the function and its code hash, the pinned assets, the
+    per-call arguments, the output policy and the other constants; then the code.
+
+    Large pinned values (model weights, vocabularies, long strings) are shown by size and
+    sha256 digest, and an output policy identical to this machine's
+    :class:`~fedmugrep.pysyft.policy.CallCapPolicy` by its digest. ``full=True`` also prints
+    every constant's complete JSON, the output policy's source and the contract's notes
+    untruncated.
     """
     with quiet_syft():
         code = request.code
         status = request.status.name
         rules = _flat_input_rules(code)
-        lines = [
-            f"Request {request.id} [{status}]",
-            f"  submitted by : {request.requesting_user_name} <{request.requesting_user_email}>"
-            + (
-                f" ({request.requesting_user_institution})"
-                if request.requesting_user_institution
-                else ""
-            ),
-            f"  submitted at : {request.request_time}",
-            f"  function     : {code.service_func_name} (code sha256 {code.code_hash})",
-        ]
         pinned, per_call, constants = [], [], {}
         for arg, rule in rules.items():
             kind = type(rule).__name__
@@ -790,19 +789,55 @@ def describe_request(request: Any) -> str:
                 pinned.append(f"{arg} -> {_asset_label(code, uid)}")
         role = "region" if "mobility" in rules else "transaction"
         cap = (code.output_policy_init_kwargs or {}).get("max_calls")
-        lines[1:1] = _federation_review_lines(constants, role=role, call_cap=cap)
-        lines.append(f"  pinned data  : {', '.join(pinned) or '(none)'}")
-        lines.append(f"  per-call args: {', '.join(per_call) or '(none)'}")
-        lines.append(f"  output policy: {_output_policy_label(code)}")
+        cap = cap if isinstance(cap, int) else None
+        institution = request.requesting_user_institution
+        lines = [f"Request {request.id} [{status}]"]
+        # ------------------------------------------------ privacy first, computed here
+        lines += _federation_review_lines(constants, role=role, call_cap=cap)
+        contracts = {a: v for a, v in constants.items() if _is_contract(v)}
+        for value in contracts.values():
+            lines += _describe_contract(value, call_cap=cap, full=full)
+        if not contracts:
+            lines += [
+                "privacy contract: NONE pinned — fedmugrep does not bound what this code releases",
+                f"  call cap          : {cap if cap is not None else 'not set (unlimited)'}",
+            ]
+        # ------------------------------------------------ who, what, with which data
+        lines += [
+            "request:",
+            f"  submitted by : {request.requesting_user_name} <{request.requesting_user_email}>"
+            + (f" ({institution})" if institution else ""),
+            f"  submitted at : {request.request_time}",
+            f"  function     : {code.service_func_name} (code sha256 {code.code_hash})",
+            f"  pinned data  : {', '.join(pinned) or '(none)'}",
+            f"  per-call args: {', '.join(per_call) or '(none)'}",
+            f"  output policy: {_output_policy_label(code)}",
+        ]
         for arg, value in constants.items():
-            lines.append(f"  constant '{arg}':")
-            lines.extend("    " + ln for ln in _describe_constant(value).splitlines())
-        lines.append("  code:")
+            if arg in contracts:
+                continue
+            summary = _describe_constant(value).splitlines()
+            lines.append(f"  constant '{arg}': {summary[0]}")
+            lines.extend("    " + ln for ln in summary[1:])
+        # ------------------------------------------------ the code
+        lines.append("code:")
         lines.extend("    " + ln for ln in code.raw_code.rstrip().splitlines())
         policy_src = getattr(code.output_policy_type, "raw_code", None)
         if policy_src:
-            lines.append("  output policy code:")
-            lines.extend("    " + ln for ln in policy_src.rstrip().splitlines())
+            digest = hashlib.sha256(policy_src.strip().encode("utf-8")).hexdigest()
+            if not full and policy_src.strip() == _installed_policy_source():
+                lines.append(
+                    f"output policy code: identical to this machine's fedmugrep CallCapPolicy "
+                    f"(sha256 {digest[:16]}…; --full prints it)"
+                )
+            else:
+                lines.append(f"output policy code (sha256 {digest[:16]}…):")
+                lines.extend("    " + ln for ln in policy_src.rstrip().splitlines())
+        if full:
+            for arg, value in constants.items():
+                lines.append(f"constant '{arg}' in full (JSON):")
+                text = json.dumps(value, indent=1, sort_keys=True, default=str)
+                lines.extend("    " + ln for ln in text.splitlines())
     return "\n".join(lines)
 
 
@@ -865,7 +900,7 @@ def _output_policy_label(code: Any) -> str:
     kwargs = {k: v for k, v in (code.output_policy_init_kwargs or {}).items() if k != "id"}
     args = ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
     if hasattr(kind, "raw_code"):
-        return f"{kind.class_name}({args}) [custom, code below]"
+        return f"{kind.class_name}({args}) [custom, see 'output policy code' below]"
     return f"{getattr(kind, '__name__', kind)}({args})"
 
 
@@ -881,43 +916,106 @@ def _federation_review_lines(
 
 
 def _describe_constant(value: Any) -> str:
+    """A pinned constant in a few lines: the public artefacts by their figures, anything else
+    as its JSON when short, else by size and digest (one line per top-level key)."""
     from fedmugrep.federation.wire import PUBLIC_SCHEMA  # deferred: loads torch
     from fedmugrep.pysyft.functions import describe_public_constant  # deferred: loads torch
 
     if isinstance(value, Mapping) and value.get("schema") == PUBLIC_SCHEMA:
         return describe_public_constant(value)
-    if isinstance(value, Mapping) and value.get("schema", "").startswith(
+    text = json.dumps(value, sort_keys=True, default=str)
+    if len(text) <= _SHORT_JSON:
+        return text
+    lines = [f"{_brief(value)} (--full prints it)"]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        lines += [f"  {str(k)[:40]}: {_brief(v)}" for k, v in items[:_SHOWN_KEYS]]
+        if len(items) > _SHOWN_KEYS:
+            lines.append(f"  ... and {len(items) - _SHOWN_KEYS} more keys")
+    return "\n".join(lines)
+
+
+#: JSON up to this many characters is shown as it is; longer values by size and digest.
+_SHORT_JSON = 160
+#: Top-level keys of a large pinned mapping listed on the sheet.
+_SHOWN_KEYS = 12
+
+
+def _brief(value: Any) -> str:
+    """``value`` as its JSON when short, else its kind, size and sha256 (never its content)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    if len(text) <= 80:
+        return text
+    if isinstance(value, str):
+        kind = f"a string of {len(value):,} characters"
+    elif isinstance(value, Mapping):
+        kind = f"a mapping of {len(value)} keys, {len(text):,} characters of JSON"
+    elif isinstance(value, list | tuple):
+        kind = f"a list of {len(value)} items, {len(text):,} characters of JSON"
+    else:
+        kind = f"a {type(value).__name__}, {len(text):,} characters of JSON"
+    return f"{kind}, sha256 {hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}…"
+
+
+def _is_contract(value: Any) -> bool:
+    return isinstance(value, Mapping) and str(value.get("schema", "")).startswith(
         "fedmugrep.privacy-contract"
-    ):
-        try:
-            contract = PrivacyContract.from_dict(value)
-        except FedMugRepError as exc:
-            return f"INVALID PRIVACY CONTRACT: {exc}\n{json.dumps(value, indent=2, sort_keys=True, default=str)}"
-        local_hash = fedmugrep_code_hash()
-        matches = (
-            "yes"
-            if contract.fedmugrep_code_hash == local_hash
-            and contract.fedmugrep_version == fedmugrep.__version__
-            else f"NO (this machine: fedmugrep {fedmugrep.__version__} sha256 {local_hash})"
-        )
-        return "\n".join(
-            [
-                "privacy contract:",
-                f"  mechanisms        : {', '.join(contract.mechanisms)}",
-                f"  per release       : epsilon {contract.epsilon_per_release:g}, "
-                f"delta {contract.delta_per_release:g}",
-                f"  releases          : {contract.rounds} rounds x {contract.releases_per_round} "
-                f"= {contract.total_releases}",
-                f"  plain-sum epsilon : {contract.plain_sum_epsilon:g}",
-                f"  projected total   : epsilon {contract.projected_epsilon:g} at delta "
-                f"{contract.projected_delta:g}",
-                f"  fedmugrep         : {contract.fedmugrep_version} sha256 "
-                f"{contract.fedmugrep_code_hash}",
-                f"  matches local fedmugrep: {matches}",
-                *([f"  notes             : {contract.notes}"] if contract.notes else []),
-            ]
-        )
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+    )
+
+
+#: Characters of the contract's notes (the data scientist's words) the short sheet shows.
+_NOTES_SHOWN = 200
+
+
+def _describe_contract(value: Mapping[str, Any], *, call_cap: int | None, full: bool) -> list[str]:
+    """The pinned privacy contract as this machine's fedmugrep reads it."""
+    try:
+        contract = PrivacyContract.from_dict(value)
+    except FedMugRepError as exc:
+        return [
+            f"privacy contract: INVALID — {exc}",
+            "  (every call would be refused; --full prints the pinned value)",
+        ]
+    local_hash = fedmugrep_code_hash()
+    same = (
+        contract.fedmugrep_code_hash == local_hash
+        and contract.fedmugrep_version == fedmugrep.__version__
+    )
+    matches = (
+        "yes"
+        if same
+        else (f"NO (this machine: fedmugrep {fedmugrep.__version__} sha256 {local_hash})")
+    )
+    lines = [
+        "privacy contract: pinned by the data scientist, read by this machine's fedmugrep",
+        f"  mechanisms        : {', '.join(contract.mechanisms)}",
+        f"  per release       : epsilon {contract.epsilon_per_release:g}, "
+        f"delta {contract.delta_per_release:g}",
+        f"  releases          : {contract.rounds} rounds x {contract.releases_per_round} "
+        f"= {contract.total_releases}",
+        f"  plain-sum epsilon : {contract.plain_sum_epsilon:g}",
+        f"  projected total   : epsilon {contract.projected_epsilon:g} at delta "
+        f"{contract.projected_delta:g}",
+        f"  call cap          : {call_cap if call_cap is not None else 'not set (unlimited)'}",
+        f"  fedmugrep         : {contract.fedmugrep_version} sha256 "
+        + (
+            contract.fedmugrep_code_hash
+            if full or not same
+            else f"{contract.fedmugrep_code_hash[:16]}…"
+        ),
+        f"  matches local fedmugrep: {matches}",
+    ]
+    if contract.notes:
+        notes = " ".join(str(contract.notes).split())
+        if not full and len(notes) > _NOTES_SHOWN:
+            notes = notes[:_NOTES_SHOWN] + "… (--full prints all)"
+        lines.append(f"  notes (the data scientist's words): {notes}")
+    return lines
+
+
+def _installed_policy_source() -> str:
+    """The source of this machine's :class:`CallCapPolicy`, as PySyft ships it."""
+    return inspect.getsource(CallCapPolicy).strip()
 
 
 # =============================================================================== calling
