@@ -2,8 +2,11 @@
 promise.
 
 Each notebook is executed with nbclient in a fresh kernel of this interpreter (a kernelspec
-written to a temporary ``JUPYTER_PATH``), in a temporary working directory, with small sizes
-injected after its ``parameters`` cell (papermill-style). The checks read the cells' outputs.
+written to a temporary ``JUPYTER_PATH``), with small sizes injected after its ``parameters``
+cell (papermill-style) and its other defaults as they are. All three run in one temporary
+folder, in the order a user runs them (data owner, data scientist, auditor): the auditor's
+notebook audits the ledgers the data scientist's run left there. The checks read the cells'
+outputs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +115,46 @@ def test_notebooks_are_stored_without_outputs() -> None:
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
+@dataclass
+class Executed:
+    """A notebook run: the executed notebook and the text of its outputs."""
+
+    nb: Any
+    text: str
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder a user runs the notebooks from (the notebooks' own folder in a checkout):
+    the data scientist's and the auditor's notebooks share it, with their default work
+    folders under ``notebook-runs/``."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.fixture(scope="module")
+def data_scientist_run(user_folder: Path, kernel_path: Path) -> Executed:
+    """``data_scientist.ipynb`` with its defaults (sizes aside), once for the module: the
+    auditor's notebook then audits the ledgers it left, as a user running them in order."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        nb, text = run_notebook(
+            "data_scientist.ipynb", user_folder, kernel_path, monkeypatch, **SMALL
+        )
+    return Executed(nb, text)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_data_owner_notebook(
-    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
+    user_folder: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nb, text = run_notebook(
         "data_owner.ipynb",
-        tmp_path,
+        user_folder,
         kernel_path,
         monkeypatch,
-        WORK=str(tmp_path / "work"),
         N_TRANSACTIONS=SMALL["N_TRANSACTIONS"],
     )
+    assert (user_folder / "notebook-runs" / "data-owner").is_dir()  # its default WORK
     assert "'district_counts': approved" in text
     assert "'district_counts_greedy': denied" in text
     # the data scientist sees the owner's reason, word for word
@@ -142,13 +173,9 @@ def test_data_owner_notebook(
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_data_scientist_notebook(
-    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    work = tmp_path / "work"
-    nb, text = run_notebook(
-        "data_scientist.ipynb", tmp_path, kernel_path, monkeypatch, WORK=str(work), **SMALL
-    )
+def test_data_scientist_notebook(data_scientist_run: Executed, user_folder: Path) -> None:
+    nb, text = data_scientist_run.nb, data_scientist_run.text
+    work = user_folder / "notebook-runs" / "data-scientist"  # the notebook's default WORK
     # the data owners' exact test predictions (in their homes): a working model
     owner = pd.concat(
         pd.read_csv(f) for f in sorted((work / "datasites").rglob("*-test-predictions.csv"))
@@ -181,19 +208,20 @@ def test_data_scientist_notebook(
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_auditor_notebook(
-    tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_auditor_notebook_audits_the_data_scientists_run(
+    data_scientist_run: Executed,
+    user_folder: Path,
+    kernel_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    work = tmp_path / "work"
-    nb, text = run_notebook(
-        "auditor.ipynb",
-        tmp_path,
-        kernel_path,
-        monkeypatch,
-        WORK=str(work),
-        LEDGERS=str(tmp_path / "no-ledgers-here"),  # make its own run
-        **SMALL,
-    )
+    # after the data scientist's notebook, in the same folder, with the auditor's defaults
+    # (sizes are injected only so that a fallback to a run of its own would stay small)
+    nb, text = run_notebook("auditor.ipynb", user_folder, kernel_path, monkeypatch, **SMALL)
+    work = user_folder / "notebook-runs" / "auditor"  # the notebook's default WORK
+    homes = user_folder / "notebook-runs" / "data-scientist" / "datasites"
+    assert f"auditing the ledgers in {homes.resolve()}" in text
+    assert "made a run of our own" not in text and not (work / "datasites").exists()
+    assert "example datasite: agency1" in text
     # every real ledger verifies
     sites = {"agency1", "agency2", "agency3", "region"}
     assert set(re.findall(r"^(\S+): ledger OK", text, re.M)) == sites
