@@ -119,6 +119,10 @@ def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city,
         assert 0 < s["epsilon"] <= s["cap"] == 3.0 and s["ledger_ok"]
     assert {"mae", "mape", "mae_log", "coverage80"} <= set(rep["federated"])
     assert Path(rep["model_file"]).is_file()  # the exported model for `fedmugrep appraise`
+    # a small city's test split: the released figures say they are noise, and what would help
+    released = rep["federated_released"]
+    assert released["useful_evaluation_epsilon"] > rep["plan"]["privacy"]["evaluation_epsilon"]
+    assert any("too noisy" in w for w in released["warnings"])
     # the same post-run report as the demo, in the home: `fedmugrep report HOME` redraws it
     from fedmugrep.report.inputs import load_inputs
 
@@ -339,3 +343,30 @@ def test_released_ratios_are_clamped_and_their_noise_sd_is_right():
     measured = float(draws.std())
     assert out["mape_noise_sd"] == pytest.approx(measured, rel=0.05)
     assert abs(draws.mean() - 0.48) < 4 * measured / np.sqrt(len(draws))
+
+
+def test_released_metrics_warn_when_too_noisy_and_name_the_evaluation_epsilon_that_helps():
+    from dataclasses import replace
+
+    from fedmugrep.federation.coordinator import USEFUL_NOISE_SD, released_ranges
+
+    plan = FederationPlan(rounds=2, privacy=PrivacyPlan.for_epsilon(8.0))
+    figures = {"mape": 0.2, "mae_log": 0.2, "coverage80": 0.8}
+    # a ~130-sale test split (the notebooks' size): every ratio is noise
+    small = released_ranges({**figures, "n": 130.0}, plan, 3)
+    assert len(small["warnings"]) == 4 and "coverage80" in small["warnings"][2]
+    need = small["useful_evaluation_epsilon"]
+    assert need > plan.privacy.evaluation_epsilon
+    assert f"evaluation_epsilon of {need:.3g}" in small["warnings"][-1]
+
+    def at(eps: float, n: float) -> dict:
+        return released_ranges({**figures, "n": n}, replace(plan, privacy=replace(
+            plan.privacy, evaluation_epsilon=eps)), 3)  # fmt: skip
+
+    # the offered epsilon is enough, and not far from the least that is
+    fixed = at(need, 130.0)
+    assert "warnings" not in fixed
+    assert all(fixed[f"{k}_noise_sd"] <= USEFUL_NOISE_SD[k] for k in USEFUL_NOISE_SD)
+    assert "warnings" in at(need * 0.8, 130.0)
+    # a large split needs no warning at the plan's own evaluation epsilon
+    assert "warnings" not in released_ranges({**figures, "n": 50_000.0}, plan, 3)

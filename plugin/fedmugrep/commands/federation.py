@@ -353,13 +353,14 @@ def run_status(args: argparse.Namespace, fed: FederationFile, session: Any) -> i
 def run_train(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation train``."""
     from fedmugrep.federation.valuation import ValuationModel  # deferred: loads torch
-    from fedmugrep.report.run_summary import METRICS  # deferred: loads torch
+    from fedmugrep.report.run_summary import METRICS, RELEASE_NOTES  # deferred: loads torch
 
     res = session.train(progress=not args.quiet, call_timeout=args.call_timeout, resume=args.resume)
     geography = session.geography_for_model()
     model = ValuationModel.from_result(res, geography=geography)
     model_file = model.save(fed.home / "model.pt")
     released = {k: v for k, v in res.metrics.items() if k in METRICS or k.endswith("_noise_sd")}
+    released |= {k: res.metrics[k] for k in RELEASE_NOTES if k in res.metrics}
     report = {
         "released": released,
         "noise_multiplier": res.noise_multiplier,
@@ -380,6 +381,8 @@ def run_train(args: argparse.Namespace, fed: FederationFile, session: Any) -> in
         if k in released
     )
     print(f"trained {len(res.history)} rounds; released test metrics (noised): {shown}")
+    for line in released.get("warnings", []):
+        print(f"WARNING: {line}")
     print(f"model for valuations: {model_file} (fedmugrep appraise --model {model_file} ...)")
     print(f"report: {fed.home / 'report.json'}")
     return 0

@@ -9,6 +9,7 @@ first round a round costs the region one call.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -63,25 +64,71 @@ class FederationResult:
     homes: dict[str, Path] = field(default_factory=dict)
 
 
+#: Noise sd above which a released ratio says little about the model (MAPE and MAE of log are
+#: compared between models a few hundredths apart; coverage80 must tell 0.8 from 0.7).
+USEFUL_NOISE_SD = {"mape": 0.02, "mae_log": 0.02, "coverage80": 0.05}
+
+
 def released_ranges(pooled: dict, plan: FederationPlan, parties: int) -> dict:
     """Post-process noised pooled metrics (free under DP): clamp each ratio to the range its
     clipped terms allow (MAPE and MAE of log in ``[0, 0.5]``, coverage in ``[0, 1]``) and add
     the standard deviation the noise gives each ratio (``<metric>_noise_sd``: that of
     ``parties`` summed snapped-Laplace releases over the noised count; the count's own noise
     ignored),
-    so that a reader of a small test split knows how far to trust the figure."""
+    so that a reader of a small test split knows how far to trust the figure.
+
+    Where a ratio's noise sd exceeds :data:`USEFUL_NOISE_SD`, ``warnings`` says so and
+    ``useful_evaluation_epsilon`` is the smallest per-evaluation ε (the plan's
+    ``evaluation_epsilon``) that would bring every ratio within it at this test split's size."""
     rel, log, hit, _count = plan.evaluation_events()
     n = pooled["n"]
     out: dict = {"released": f"laplace (terms clipped at {EVAL_TERM_CLIP})"}
-    for name, event, top in (
-        ("mape", rel, EVAL_TERM_CLIP),
-        ("mae_log", log, EVAL_TERM_CLIP),
-        ("coverage80", hit, 1.0),
-    ):
+    events = {"mape": (rel, EVAL_TERM_CLIP), "mae_log": (log, EVAL_TERM_CLIP),
+              "coverage80": (hit, 1.0)}  # fmt: skip
+    for name, (event, top) in events.items():
         out[name] = min(max(pooled[name], 0.0), top)
-        sd = snapped_noise_sd(event.sensitivity, event.scale)
-        out[f"{name}_noise_sd"] = parties**0.5 * sd / n
+        out[f"{name}_noise_sd"] = _ratio_sd(event.sensitivity, event.scale, parties, n)
+    noisy = [k for k in events if out[f"{k}_noise_sd"] > USEFUL_NOISE_SD[k]]
+    if noisy and plan.privacy is not None:
+        eps = plan.privacy.evaluation_epsilon
+        need = max(
+            _epsilon_for_sd(events[k][0].sensitivity, events[k][0].scale * eps, parties, n,
+                            USEFUL_NOISE_SD[k])
+            for k in noisy
+        )  # fmt: skip
+        out["useful_evaluation_epsilon"] = need
+        out["warnings"] = [
+            f"{k} {out[k]:.3f} has noise sd {out[k + '_noise_sd']:.3f} on ~{n:,.0f} test sales "
+            f"(useful below {USEFUL_NOISE_SD[k]}): too noisy to compare models"
+            for k in noisy
+        ] + [
+            f"an evaluation_epsilon of {need:.3g} (now {eps:g}) would make the released test "
+            f"metrics useful at this split's size; each evaluation is charged that much"
+        ]
     return out
+
+
+def _ratio_sd(sensitivity: float, scale: float, parties: int, n: float) -> float:
+    """Noise sd of a ratio: ``parties`` summed snapped-Laplace releases over ``n``."""
+    return parties**0.5 * snapped_noise_sd(sensitivity, scale) / max(n, 1.0)
+
+
+def _epsilon_for_sd(
+    sensitivity: float, scale_times_eps: float, parties: int, n: float, target: float
+) -> float:
+    """The smallest ε (2 significant digits, rounded up) whose scale ``scale_times_eps / ε``
+    gives the ratio a noise sd of at most ``target`` (the sd falls as ε grows)."""
+    lo, hi = 1e-6, 1.0
+    while _ratio_sd(sensitivity, scale_times_eps / hi, parties, n) > target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        if _ratio_sd(sensitivity, scale_times_eps / mid, parties, n) > target:
+            lo = mid
+        else:
+            hi = mid
+    digits = 1 - int(math.floor(math.log10(hi)))
+    return math.ceil(hi * 10**digits) / 10**digits
 
 
 class Coordinator:

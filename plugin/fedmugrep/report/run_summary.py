@@ -30,10 +30,13 @@ from fedmugrep.privacy.audit import spending_summary
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.report.html import ReportResult, write_report
 
-__all__ = ["METRICS", "print_summary", "save_run", "summarise_run"]
+__all__ = ["METRICS", "RELEASE_NOTES", "print_summary", "save_run", "summarise_run"]
 
 #: The pooled test metrics a report shows.
 METRICS = ("mae", "mape", "mae_log", "coverage80", "n")
+#: What a private release adds beside its figures: the noise warnings and the evaluation ε
+#: that would make the figures useful (see ``federation.coordinator.released_ranges``).
+RELEASE_NOTES = ("warnings", "useful_evaluation_epsilon")
 
 
 def _privacy(res: FederationResult) -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -103,7 +106,8 @@ def summarise_run(
         "federated_note": "exact test metrics from the data owners' own reports (pooled)",
         "federated_released": {
             k: v for k, v in res.metrics.items() if k in METRICS or k.endswith("_noise_sd")
-        },
+        }
+        | {k: res.metrics[k] for k in RELEASE_NOTES if k in res.metrics},
         "federated_per_agency": per_agency,
         "privacy": spent,
         "noise_multiplier": res.noise_multiplier,
@@ -137,6 +141,8 @@ def print_summary(out: Mapping[str, Any]) -> None:
             f"+- {rel['mae_log_noise_sd']:.4f}  coverage80 {rel['coverage80']:.3f} "
             f"+- {rel['coverage80_noise_sd']:.3f}"
         )
+        for line in rel.get("warnings", []):
+            print(f"  WARNING: {line}")
     for name, st in out["privacy"].items():
         print(
             f"  {name}: epsilon {st['epsilon']:.3f} of cap {st['cap']}; ledger verified: "
