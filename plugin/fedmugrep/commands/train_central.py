@@ -1,4 +1,10 @@
-"""``fedmugrep train-central``: the centralized reference run with baselines."""
+"""``fedmugrep train-central``: the centralized reference run with baselines.
+
+``--out DIR`` makes it a run folder like the other training commands: ``DIR/report.json``
+(the metrics report, as ``--json`` writes it, naming its command and the communities file),
+``DIR/predictions.csv`` (the test-split predictions with 80% intervals) and the report page
+``DIR/report/index.html`` (``fedmugrep report DIR`` redraws it).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,16 @@ import json
 from pathlib import Path
 
 from fedmugrep.cli import int_range, validated
+from fedmugrep.errors import UsageError
 
 EPILOG = """example:
   fedmugrep synth --out city/
   fedmugrep train-central --transactions city/transactions_agency*.csv \\
-      --communities city/communities.csv --mobility city/mobility.csv --json runs/central.json
+      --communities city/communities.csv --mobility city/mobility.csv --out runs/central
+  fedmugrep report runs/central       # redraws runs/central/report/index.html
+
+--out DIR writes DIR/report.json, DIR/predictions.csv (test sales, predicted median and 80%
+interval) and the report page DIR/report/index.html; --json F writes the metrics alone.
 """
 
 
@@ -33,6 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--communities", type=Path, help="communities table (CSV/Parquet)")
     p.add_argument("--mobility", type=Path, help="mobility flows (CSV/Parquet)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="run folder: report.json, predictions.csv and the report page DIR/report/index.html "
+        "(what `fedmugrep report DIR` reads)",
+    )
     p.add_argument("--json", type=Path, help="write the metrics report here")
     p.add_argument(
         "--epochs",
@@ -53,9 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmugrep.training.central import TrainConfig, central_reference  # deferred: loads torch
+    from fedmugrep.training.central import TrainConfig, central_run  # deferred: loads torch
 
-    out = central_reference(
+    if args.out is not None and args.out.is_file():
+        raise UsageError(f"--out: {args.out} is a file; give a folder for the run")
+    out, predictions = central_run(
         list(args.transactions),
         args.communities,
         args.mobility,
@@ -68,6 +88,29 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
         print(f"report written to {args.json}")
+    if args.out is not None:
+        from fedmugrep.report import write_report  # deferred: loads matplotlib
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        run_report = {
+            "command": "train-central",
+            **out,
+            "centralized": {
+                k: out["model"][k]
+                for k in ("mae", "mape", "mae_log", "coverage80")
+                if k in out["model"]
+            },
+            "train_seconds": out["model"].get("train_seconds"),
+        }
+        if args.communities is not None:
+            run_report["communities_file"] = str(Path(args.communities).resolve())
+        (args.out / "report.json").write_text(json.dumps(run_report, indent=2))
+        predictions.to_csv(args.out / "predictions.csv", index=False)
+        page = write_report(args.out)
+        print(
+            f"run folder {args.out}: report.json, predictions.csv and the page {page.html} "
+            f"(fedmugrep report {args.out} redraws it)"
+        )
     return 0
 
 

@@ -248,9 +248,49 @@ def central_reference(
 ) -> dict:
     """Load and validate the files, train centrally, add the Bayes floor when the files come
     from ``fedmugrep synth``; return the JSON-ready report (what ``train-central`` writes)."""
+    report, _predictions = central_run(
+        transaction_files,
+        communities_file,
+        mobility_file,
+        tcfg=tcfg,
+        progress=progress,
+        with_baselines=with_baselines,
+    )
+    return report
+
+
+#: z of the 10th and 90th percentiles of a normal: the 80% interval of a log-normal price.
+_Z80 = 1.2815515655446004
+
+
+def central_run(
+    transaction_files: list[Path],
+    communities_file: Path | None,
+    mobility_file: Path | None,
+    *,
+    tcfg: TrainConfig | None = None,
+    progress: bool = True,
+    with_baselines: bool = True,
+) -> tuple[dict, pd.DataFrame]:
+    """:func:`central_reference`'s report and the test-split predictions of the model.
+
+    Returns:
+        The JSON-ready report, and one row per test sale: ``transaction_id``, ``date``,
+        ``community``, ``district`` (when the sales have one), ``lat``, ``lon``, ``price``,
+        ``pred_median`` and the 80% interval ``pred_lo80``, ``pred_hi80`` (what
+        ``fedmugrep report`` maps and plots).
+    """
     tx, comms, mob = load_inputs(list(transaction_files), communities_file, mobility_file)
     report = train_central(
         tx, comms, mob, tcfg=tcfg, progress=progress, with_baselines=with_baselines
     )
     attach_bayes_floor(report, tx, list(transaction_files))
-    return public_report(report)
+    art = report["_artifacts"]
+    test = art["split"].test
+    mu, sigma = art["mu_log"][test], art["sigma_log"][test]
+    cols = [c for c in ("transaction_id", "date", "community", "district", "lat", "lon") if c in tx]
+    predictions = tx.loc[test, cols + ["price"]].reset_index(drop=True)
+    predictions["pred_median"] = np.exp(mu)
+    predictions["pred_lo80"] = np.exp(mu - _Z80 * sigma)
+    predictions["pred_hi80"] = np.exp(mu + _Z80 * sigma)
+    return public_report(report), predictions
