@@ -47,18 +47,27 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
     assert (out / "predictions.csv").is_file() and (out / "model.pt").is_file()
     page = out / "report" / "index.html"
     pngs = {p.name for p in page.parent.glob("*.png")}
-    # a private run releases no per-round loss and the demo runs no sweep: those two sections
-    # explain themselves instead of drawing
+    # a private run releases no per-round loss: its first section draws what it released (ε
+    # per round, the noised test metrics); the demo runs no sweep, so section 6 says how to
     assert (
         page.is_file()
         and {
+            "training_curves.png",
             "epsilon_spent.png",
             "bytes_per_round.png",
             "city_map.png",
             "predicted_vs_actual.png",
         }
-        <= pngs
+        == pngs
     )
+    # the page verified every datasite's ledger itself (the four of this run, in their homes)
+    from fedmugrep.report import load_inputs
+
+    assert rep["command"] == "demo"
+    checks = load_inputs(out).ledgers
+    assert sorted(checks) == sorted(rep["privacy"])
+    assert {c.status for c in checks.values()} == {"verified"}
+    assert page.read_text(encoding="utf-8").count("✔ verified") == 4
     text = capsys.readouterr().out
     assert "epsilon" in text and "x centralized" in text
 

@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         res, plan, communities=load_communities(city_dir / "communities.csv"), out_dir=args.out
     )
     out = {
+        "command": "demo",
         "mode": mode,
         **out,
         "centralized": {k: central["model"][k] for k in ("mae", "mape", "mae_log", "coverage80")},

@@ -25,9 +25,9 @@ derives the public artefacts from the mocks, pretrains on them and submits one t
 with its privacy contract to every datasite; each owner reviews it with ``fedmugrep requests``.
 ``status`` shows each request's review state (pending, approved, or denied with the owner's
 reason). ``train`` trains once every owner approved, exports the model for ``fedmugrep
-appraise`` to ``HOME/model.pt`` and writes what was released to ``HOME/report.json``;
-``train --resume`` continues a crashed training from its checkpoint (nothing released is
-charged again).
+appraise`` to ``HOME/model.pt`` and writes what was released to ``HOME/report.json``
+(``fedmugrep report HOME`` draws its page); ``train --resume`` continues a crashed training
+from its checkpoint (nothing released is charged again).
 
 Exit codes (see :mod:`fedmugrep.cli`): 0 ok; 1 a datasite does not answer, refuses the
 login, or denied the request, or a request is not approved yet; 2 a bad federation file;
@@ -58,6 +58,7 @@ Examples (each organisation runs its own datasite; see the README's "your own da
   fedmugrep federation status --file federation.toml
   fedmugrep federation train  --file federation.toml          # once every owner approved
   fedmugrep federation train  --file federation.toml --resume # after a crash
+  fedmugrep report runs/federation           # the page of what the run released
   fedmugrep appraise --model runs/federation/model.pt --properties listings.csv
 """
 
@@ -353,23 +354,14 @@ def run_status(args: argparse.Namespace, fed: FederationFile, session: Any) -> i
 def run_train(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation train``."""
     from fedmugrep.federation.valuation import ValuationModel  # deferred: loads torch
-    from fedmugrep.report.run_summary import METRICS, RELEASE_NOTES  # deferred: loads torch
+    from fedmugrep.report.run_summary import federation_report  # deferred: loads torch
 
     res = session.train(progress=not args.quiet, call_timeout=args.call_timeout, resume=args.resume)
     geography = session.geography_for_model()
     model = ValuationModel.from_result(res, geography=geography)
     model_file = model.save(fed.home / "model.pt")
-    released = {k: v for k, v in res.metrics.items() if k in METRICS or k.endswith("_noise_sd")}
-    released |= {k: res.metrics[k] for k in RELEASE_NOTES if k in res.metrics}
-    report = {
-        "released": released,
-        "noise_multiplier": res.noise_multiplier,
-        "rounds": len(res.history),
-        "dropped": list(res.dropped),
-        "bytes_per_round": [h.bytes_up for h in res.history],
-        "model_file": str(model_file),
-        "plan": session.plan.to_dict(),
-    }
+    report = federation_report(res, session.plan, model_file=model_file, sites=fed.sites)
+    released = report["released"]
     (fed.home / "report.json").write_text(json.dumps(report, indent=2, default=str))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -384,5 +376,5 @@ def run_train(args: argparse.Namespace, fed: FederationFile, session: Any) -> in
     for line in released.get("warnings", []):
         print(f"WARNING: {line}")
     print(f"model for valuations: {model_file} (fedmugrep appraise --model {model_file} ...)")
-    print(f"report: {fed.home / 'report.json'}")
+    print(f"report: {fed.home / 'report.json'} (the page: fedmugrep report {fed.home})")
     return 0

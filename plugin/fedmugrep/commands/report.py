@@ -1,8 +1,12 @@
 """``fedmugrep report``: an HTML page with the run's figures (training, privacy, bytes, map,
 calibration, privacy-utility) and header tables, plus the figures as PNG files.
 
+RUN_DIR is the folder of any training command (``demo --out``, ``train-federated --home``,
+``train-central --out``, the home of ``federation train``).
+
 Exit codes (see :mod:`fedmugrep.cli`): 0 when the page is written (sections whose inputs are
-missing say so on the page); 2 when RUN_DIR does not exist or has no readable report.json.
+missing say so on the page); 2 when RUN_DIR does not exist, is a file, or has no readable
+report.json.
 """
 
 from __future__ import annotations
@@ -17,12 +21,19 @@ __all__ = ["register", "run"]
 EPILOG = """\
 Examples:
   fedmugrep report runs/demo                    # writes runs/demo/report/index.html + PNGs
-  fedmugrep report runs/demo --out site/ --json
-  fedmugrep report runs/demo --sweep runs/sweep/sweep.json
+  fedmugrep report runs/fed --out site/ --json  # a train-federated --home
+  fedmugrep report runs/central                 # a train-central --out folder
+  fedmugrep report runs/federation              # the home of a federation train
+  fedmugrep report runs/fed --sweep runs/sweep.json
 
-Reads RUN_DIR/report.json (required), RUN_DIR/predictions.csv, RUN_DIR/city/communities.csv,
-RUN_DIR/sweep.json and the ledgers under RUN_DIR/datasites/<site>/; a missing optional input
-leaves its section with a note saying which file is missing and how to produce it.
+RUN_DIR is the folder a training command wrote: `fedmugrep demo --out DIR`, `fedmugrep
+train-federated --home DIR`, `fedmugrep train-central ... --out DIR`, or the [training] home of
+`fedmugrep federation train`. Reads RUN_DIR/report.json (required), RUN_DIR/predictions.csv,
+the city's communities.csv (the one report.json names, else RUN_DIR/city/), RUN_DIR/sweep.json
+(`fedmugrep sweep --out RUN_DIR/sweep.json`) and every datasite's privacy ledger, which it
+verifies itself: each is shown verified, failed (with the problem) or not found, never taken on
+trust from report.json. A missing optional input leaves its section with a note saying which
+file is missing and how to produce it.
 """
 
 
@@ -33,10 +44,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="write an HTML report with figures for a run folder",
         description=(
             "Write a self-contained HTML page (figures embedded, and saved as PNG files next to "
-            "it) for a run folder written by `fedmugrep demo`: test metrics against the "
-            "centralized model and baselines, epsilon spent per datasite against its cap, "
-            "training curves, bytes per round, a city map of predicted prices and errors, "
-            "predicted vs actual prices with 80% intervals, and the privacy-utility curve."
+            "it) for the folder of any training command (demo, train-federated, train-central, "
+            "federation train): test metrics against the centralized model and baselines, "
+            "epsilon spent per datasite against its cap with each ledger verified, training "
+            "curves (for a private run: epsilon per round and the noised released metrics), "
+            "bytes per round, a city map of predicted prices and errors, predicted vs actual "
+            "prices with 80% intervals, and the privacy-utility curve."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         mock=None if args.mock == "auto" else args.mock,
     )
 
-    out = summarise_run(
+    out = {"command": "train-federated"} | summarise_run(
         res,
         plan,
         communities=with_public_districts(load_communities(args.city / "communities.csv")),

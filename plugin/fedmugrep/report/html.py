@@ -21,7 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fedmugrep.report import plots
-from fedmugrep.report.inputs import Missing, ReportInputs, load_inputs
+from fedmugrep.report.inputs import (
+    LedgerCheck,
+    Missing,
+    ReportInputs,
+    load_inputs,
+    rerun_hint,
+)
 
 __all__ = ["FIGURES", "ReportResult", "render_page", "write_report"]
 
@@ -69,6 +75,7 @@ class _Section:
     file: str | None = None
     missing: str | None = None
     extra_html: str = ""
+    caption_extra: str = ""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -122,17 +129,34 @@ def _metrics_table(report: Mapping[str, Any]) -> str:
                 rows.append((f"baseline: {name.replace('_', ' ')} (pooled)", m, ""))
     if isinstance(report.get("bayes_floor"), Mapping):
         rows.append(("Bayes floor (oracle; lowest achievable)", report["bayes_floor"], "floor"))
+    released = report.get("federated_released", report.get("released"))
+    if isinstance(released, Mapping) and any(
+        released.get(k) is not None for k in ("mape", "mae_log")
+    ):
+        rows.insert(
+            1 if isinstance(report.get("federated"), Mapping) else 0,
+            (
+                "fed-MugRep, federated: released to the data scientist (noised, ± noise sd)",
+                released,
+                "fed",
+            ),
+        )
     if not rows:
         return '<p class="missing">report.json has no "federated" or "centralized" metrics.</p>'
     fed = report.get("federated") if isinstance(report.get("federated"), Mapping) else None
+
+    def sd(m: Mapping[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+        noise = m.get(f"{key}_noise_sd")
+        return "" if noise is None else f" ± {fmt(noise)}"
+
     out = []
     for label, m, cls in rows:
         cells = [
             f'<span class="{cls}">{html.escape(label)}</span>',
-            _euros(m.get("mae")),
-            _pct(m.get("mape")),
-            _num(m.get("mae_log")),
-            _pct(m.get("coverage80")),
+            _euros(m.get("mae")) + sd(m, "mae", _euros),
+            _pct(m.get("mape")) + sd(m, "mape", _pct),
+            _num(m.get("mae_log")) + sd(m, "mae_log", _num),
+            _pct(m.get("coverage80")) + sd(m, "coverage80", _pct),
         ]
         out.append(cells)
     table = _table(
@@ -145,32 +169,49 @@ def _metrics_table(report: Mapping[str, Any]) -> str:
             f"<p>Federated MAPE is <b>{float(fed['mape']) / float(cen['mape']):.2f}×</b> the "
             "centralized MAPE. Coverage should be close to 80%; “—” means not measured.</p>"
         )
+    if isinstance(released, Mapping):
+        for line in released.get("warnings") or []:
+            note += f'<p class="missing">Released metrics: {html.escape(str(line))}</p>'
     return table + note
 
 
+_LEDGER_STATUS = {
+    "verified": '<span class="ok">✔ verified</span>',
+    "failed": '<span class="bad">✘ FAILED verification</span>',
+    "not found": '<span class="bad">not found: not checked</span>',
+    "remote": "on the datasite: not checked here",
+}
+
+
+def _ledger_cell(check: LedgerCheck | None) -> str:
+    if check is None:
+        return "no ledger named for this datasite: not checked"
+    return f"{_LEDGER_STATUS[check.status]}<br><small>{html.escape(check.detail)}</small>"
+
+
 def _privacy_table(inputs: ReportInputs) -> str:
+    """ε per datasite against its cap, and what verifying each ledger found *now* (the
+    report's own check, never report.json's recorded ``ledger_ok``)."""
     priv = inputs.privacy
-    if not priv:
+    checks = inputs.ledgers
+    if not priv and not checks:
+        if inputs.kind == "train-central":
+            return (
+                "<p>Centralized training on pooled data: <b>no datasite, no differential "
+                "privacy, no ledger</b>.</p>"
+            )
         plan = inputs.report.get("plan") or {}
         if isinstance(plan, Mapping) and plan.get("privacy") is None and "privacy" in plan:
             return "<p>This run used <b>no differential privacy</b> (owners opted in to exact releases).</p>"
         return '<p class="missing">report.json has no "privacy" section.</p>'
     rows = []
-    for site in sorted(priv):
-        p = priv[site]
+    for site in sorted(set(priv) | set(checks)):
+        p = priv.get(site, {})
         eps, cap = p.get("epsilon"), p.get("cap")
         used = (
             f"{100 * float(eps) / float(cap):.1f}%"
             if eps is not None and cap not in (None, 0)
             else "—"
-        )
-        ok = p.get("ledger_ok")
-        status = (
-            '<span class="ok">✔ verified</span>'
-            if ok is True
-            else '<span class="bad">✘ FAILED verification</span>'
-            if ok is False
-            else "not checked"
         )
         rows.append(
             [
@@ -179,11 +220,20 @@ def _privacy_table(inputs: ReportInputs) -> str:
                 _num(cap, "{:g}"),
                 used,
                 _num(p.get("delta"), "{:.0e}"),
-                status,
+                _ledger_cell(checks.get(site)),
             ]
         )
-    return _table(
-        ["datasite", "ε spent", "ε cap", "share of cap", "δ", "privacy ledger"], rows, "num"
+    table = _table(
+        ["datasite", "ε spent", "ε cap", "share of cap", "δ", "privacy ledger (verified now)"],
+        rows,
+        "num",
+    )
+    counts = {k: sum(c.status == k for c in checks.values()) for k in _LEDGER_STATUS}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    return table + (
+        f"<p>Ledgers: {summary}. Each ledger's hash chain was verified when this page was "
+        "written (what report.json recorded is not taken on trust); a ledger that is not found, "
+        "or that is on another organisation's datasite, was not checked.</p>"
     )
 
 
@@ -199,12 +249,16 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _run_table(report: Mapping[str, Any]) -> str:
+    central = report.get("command") == "train-central"
     rows = []
+    if isinstance(report.get("command"), str):
+        rows.append(["written by", f"<code>fedmugrep {html.escape(report['command'])}</code>"])
     for key, label in (
         ("mode", "datasites"),
         ("demo_seconds", "total run time"),
         ("setup_seconds", "datasite setup"),
-        ("train_seconds", "federated training"),
+        ("train_seconds", "centralized training" if central else "federated training"),
+        ("best_epoch", "best epoch (kept)"),
         ("noise_multiplier", "DP noise multiplier"),
     ):
         if key in report:
@@ -257,6 +311,44 @@ def _draw(section: _Section, make: Callable[[], Figure | None], file: str) -> No
     section.file = file
 
 
+def _bytes_ratio(history: list[dict[str, Any]], upload_rate: Any = None) -> str:
+    """The caption's comparison of the uploads with the dense update, from the totals: how
+    many times smaller, or larger, or about the same size (within 2%)."""
+    up = dense = 0.0
+    n = 0
+    for r in history:
+        if not r.get("bytes_dense") or not isinstance(r.get("bytes_up"), Mapping):
+            continue
+        for v in r["bytes_up"].values():
+            if v:
+                up += float(v)
+                dense += float(r["bytes_dense"])
+                n += 1
+    if not n:
+        return ""
+    mean_up, mean_dense = up / n, dense / n
+    sizes = (
+        f"{plots.format_bytes(mean_up)} per upload against {plots.format_bytes(mean_dense)} dense"
+    )
+    ratio = mean_dense / mean_up
+    if abs(ratio - 1.0) <= 0.02:
+        return f" On average an upload is about the same size as the dense update ({sizes})."
+    if ratio > 1.0:
+        return (
+            f" On average an upload is <b>{ratio:.1f}× smaller</b> than the dense update ({sizes})."
+        )
+    why = ""
+    if isinstance(upload_rate, int | float) and upload_rate >= 1:
+        why = (
+            ": at upload rate 1 every channel is sent, so the sparse format's header and "
+            "channel indices are pure overhead; a lower --upload-rate sends fewer channels"
+        )
+    return (
+        f" On average an upload is <b>{1 / ratio:.2f}× larger</b> than the dense update "
+        f"({sizes}){why}."
+    )
+
+
 def _sections(inputs: ReportInputs) -> list[_Section]:
     rep, miss = inputs.report, inputs.missing
     files = dict(FIGURES)
@@ -267,46 +359,86 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
         return str(m) if isinstance(m, Missing) else str(m)
 
     # 1. training
+    central = inputs.kind == "train-central"
+    unit = "epoch" if central else "round"
+    released = rep.get("federated_released", rep.get("released"))
+    released = released if isinstance(released, Mapping) else None
+    exact = rep.get("federated") if isinstance(rep.get("federated"), Mapping) else None
     s = _Section("training", "1. Training and validation curves")
-    if "history" in miss:
+    if "history" in miss and not (_private(inputs) and released):
         s.missing = missing_text("history")
-    else:
+    elif _private(inputs):
+        s.title = "1. Training: what a private run releases"
         has_loss = any(r.get("train_loss") is not None for r in inputs.history)
         has_val = any(r.get("val_mae_log") is not None for r in inputs.history)
-        _draw(s, lambda: plots.training_curves(inputs.history), files["training"])
-        notes = []
-        if has_loss:
-            notes.append("Training loss per round, averaged over the datasites' training targets.")
-        if has_val:
-            notes.append(
-                "Validation MAE of log price per round, computed by each data owner on its own "
-                "validation sales (lower is better; 0.1 ≈ 10% typical error)."
+        if has_loss or has_val:
+            _draw(s, lambda: plots.training_curves(inputs.history), files["training"])
+        else:
+            _draw(
+                s,
+                lambda: plots.private_releases(inputs.epsilon_curves, released, exact),
+                files["training"],
             )
-        if not has_loss:
+        per_round = any(c.per_round for c in inputs.epsilon_curves.values())
+        notes = [
+            "Training loss is not shown: under differential privacy the datasites release "
+            "only clipped, noised gradients, never their training loss, so it is not recorded. "
+            "No validation curve either: no per-round validation metric is released."
+        ]
+        if per_round:
             notes.append(
-                "Training loss is not shown: under differential privacy the datasites release "
-                "only clipped, noised gradients, never their training loss, so it is not "
-                "recorded."
-                if _private(inputs)
-                else 'The history has no "train_loss", so no training loss is shown.'
+                "Left: the ε each datasite's ledger charged in each round (the first round "
+                "includes the one-off releases made before training: intra-region sums, "
+                "counts, the community price level)."
             )
-        if not has_val:
+        if released:
             notes.append(
-                "No validation curve: a private run keeps its last round and releases no "
-                "per-round validation metric (the data owners' exact test metrics are in the "
-                "table above)."
-                if _private(inputs)
-                else 'The history has no "val_mae_log", so no validation curve is shown.'
+                "Right: the test metrics released once, after training, Laplace-noised, with "
+                "± one noise standard deviation"
+                + (
+                    "; beside them (green) the data owners' exact figures, which only a run "
+                    "that plays every owner can pool."
+                    if exact
+                    else "."
+                )
             )
         s.caption = " ".join(notes)
         if s.png is None:
             s.missing = (
-                "nothing to draw: under differential privacy no per-round loss or validation "
-                "metric leaves the datasites. Run without privacy (`fedmugrep demo "
-                "--no-privacy`) to see training curves."
-                if _private(inputs)
-                else f"{inputs.run_dir / 'report.json'}: the history has neither train_loss "
-                "nor val_mae_log. To produce it: re-run `fedmugrep demo`."
+                f"{inputs.run_dir / 'report.json'}: no per-round ε in the history and no "
+                "released test metrics (federated_released). To produce it: "
+                f"{rerun_hint(rep, inputs.run_dir)}."
+            )
+    else:
+        has_loss = any(r.get("train_loss") is not None for r in inputs.history)
+        has_val = any(r.get("val_mae_log") is not None for r in inputs.history)
+        _draw(s, lambda: plots.training_curves(inputs.history, unit), files["training"])
+        notes = []
+        if has_loss:
+            notes.append(
+                "Training loss per epoch (negative log-likelihood on the pooled training sales)."
+                if central
+                else "Training loss per round, averaged over the datasites' training targets."
+            )
+        if has_val:
+            notes.append(
+                f"Validation MAE of log price per {unit}, "
+                + (
+                    "on the pooled validation sales "
+                    if central
+                    else "computed by each data owner on its own validation sales "
+                )
+                + "(lower is better; 0.1 ≈ 10% typical error)."
+            )
+        if not has_loss:
+            notes.append('The history has no "train_loss", so no training loss is shown.')
+        if not has_val:
+            notes.append('The history has no "val_mae_log", so no validation curve is shown.')
+        s.caption = " ".join(notes)
+        if s.png is None:
+            s.missing = (
+                f"{inputs.run_dir / 'report.json'}: the history has neither train_loss "
+                f"nor val_mae_log. To produce it: {rerun_hint(rep, inputs.run_dir)}."
             )
     out.append(s)
 
@@ -334,7 +466,13 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
 
     # 3. bytes
     s = _Section("bytes", "3. Communication per round")
-    if "history" in miss:
+    if central:
+        s.missing = (
+            "centralized training on pooled data sends no update: there is nothing to count. "
+            "Federated runs (`fedmugrep train-federated`, `fedmugrep demo`) record the bytes "
+            "each datasite uploads per round."
+        )
+    elif "history" in miss:
         s.missing = missing_text("history")
     else:
         _draw(s, lambda: plots.bytes_per_round(inputs.history), files["bytes"])
@@ -344,22 +482,12 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
                 "re-run `fedmugrep demo`."
             )
         else:
-            ratios = [
-                float(r["bytes_dense"]) / float(v)
-                for r in inputs.history
-                if r.get("bytes_dense") and isinstance(r.get("bytes_up"), Mapping)
-                for v in r["bytes_up"].values()
-                if v
-            ]
-            ratio = (
-                f" On average an upload is <b>{sum(ratios) / len(ratios):.1f}×</b> smaller "
-                "than the dense update."
-                if ratios
-                else ""
-            )
+            plan = rep.get("plan") if isinstance(rep.get("plan"), Mapping) else {}
+            s.caption_extra = _bytes_ratio(inputs.history, plan.get("upload_rate"))
             s.caption = (
-                "Bytes each agency datasite uploads per round with compression (solid lines, log scale) "
-                "against the same update sent dense, without compression (dashed)." + ratio
+                "Bytes each agency datasite uploads per round with compression (one line style "
+                "and marker per datasite, log scale) against the same update sent dense, without "
+                "compression (dashed)." + s.caption_extra
             )
     out.append(s)
 
@@ -470,6 +598,14 @@ details{margin-top:6px} summary{cursor:pointer;color:#2a5db0}
 """
 
 
+_HEADINGS = {
+    "demo": "fed-MugRep federated appraisal report",
+    "train-federated": "fed-MugRep federated appraisal report",
+    "federation train": "fed-MugRep federated appraisal report (datasites by URL)",
+    "train-central": "fed-MugRep appraisal report: centralized reference on pooled data",
+}
+
+
 def render_page(inputs: ReportInputs, sections: list[_Section], generated: str) -> str:
     """The HTML of the page (figures embedded as base64)."""
     esc = html.escape
@@ -480,7 +616,7 @@ def render_page(inputs: ReportInputs, sections: list[_Section], generated: str) 
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>fedmugrep report — {esc(inputs.run_dir.name or str(inputs.run_dir))}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        "<h1>fed-MugRep federated appraisal report</h1>",
+        f"<h1>{_HEADINGS.get(inputs.kind, _HEADINGS['demo'])}</h1>",
         f'<p class="sub">Run folder <code>{esc(str(inputs.run_dir))}</code> · generated '
         f"{esc(generated)}</p>",
         '<div class="card"><h3>Test metrics</h3>',

@@ -30,7 +30,9 @@ __all__ = [
     "format_euros",
     "predicted_vs_actual",
     "privacy_utility",
+    "private_releases",
     "site_colors",
+    "site_styles",
     "sweep_summary",
     "training_curves",
 ]
@@ -45,6 +47,58 @@ def site_colors(sites: Sequence[str]) -> dict[str, Any]:
 
     cmap = colormaps["tab10"]
     return {s: cmap(i % 10) for i, s in enumerate(sorted(sites))}
+
+
+#: Line styles and markers of the datasites' series, in sorted-name order (never ``--``: a
+#: dashed line is a cap or a reference in every figure).
+_LINESTYLES: tuple[Any, ...] = ("-", "-.", ":", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 1)))
+_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "h")
+
+
+def site_styles(sites: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Matplotlib line properties per datasite: colour, line style and marker all differ, so
+    two datasites whose series coincide stay distinguishable (colour alone is not enough
+    once the lines lie on top of each other). Sorted names, the same in every figure."""
+    colors = site_colors(sites)
+    return {
+        s: {
+            "color": colors[s],
+            "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+            "marker": _MARKERS[i % len(_MARKERS)],
+        }
+        for i, s in enumerate(sorted(sites))
+    }
+
+
+def _same_series(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], rel: float = 1e-6
+) -> dict[str, str]:
+    """``{site: earlier site}`` for every series identical (same x, same y within ``rel``)
+    to a series of an earlier site in sorted order."""
+    out: dict[str, str] = {}
+    names = sorted(series)
+    for i, s in enumerate(names):
+        xs, ys = series[s]
+        for t in names[:i]:
+            if t in out:
+                continue
+            xt, yt = series[t]
+            if len(xs) == len(xt) and np.allclose(xs, xt) and np.allclose(ys, yt, rtol=rel, atol=0):
+                out[s] = t
+                break
+    return out
+
+
+def _nested_marker(rank: int) -> dict[str, Any]:
+    """Marker size and face of the ``rank``-th of several coinciding series: the first is
+    drawn largest and filled, each later one smaller and hollow on top, so every marker of
+    the group shows."""
+    return {
+        "markersize": max(3.5, 9.0 - 2.2 * rank),
+        "markerfacecolor": None if rank == 0 else "white",
+        "markeredgewidth": 1.2,
+        "zorder": 3 + rank,
+    }
 
 
 def format_euros(value: float, _pos: object = None) -> str:
@@ -84,10 +138,11 @@ def _integer_rounds(ax: Any, rounds: Sequence[float]) -> None:
 # --------------------------------------------------------------------------- 1. training
 
 
-def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure | None:
+def training_curves(history: Sequence[Mapping[str, Any]], unit: str = "round") -> Figure | None:
     """Training loss and validation MAE (log price) per round; ``None`` if neither exists.
 
-    One panel per series present (training loss is absent from private runs).
+    One panel per series present (training loss is absent from private runs). ``unit`` names
+    the x axis (``"epoch"`` for centralized training).
     """
     series = []
     for key, title, ylabel, color in (
@@ -117,15 +172,95 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure | None:
             i = int(np.argmin(ys))
             ax.scatter(
                 [xs[i]], [ys[i]], s=90, facecolors="none", edgecolors="black", zorder=5,
-                label=f"best: {ys[i]:.4f} (round {xs[i]:.0f})",
+                label=f"best: {ys[i]:.4f} ({unit} {xs[i]:.0f})",
             )  # fmt: skip
             ax.legend(fontsize=9, loc="upper right")
-        _style(ax, title, "round", ylabel)
+        _style(ax, title, unit, ylabel)
         _integer_rounds(ax, xs)
+    what = "Centralized training" if unit == "epoch" else "Federated training"
     if len(series) > 1:
-        fig.suptitle("Federated training, per round", fontsize=_TITLE + 1)
+        fig.suptitle(f"{what}, per {unit}", fontsize=_TITLE + 1)
     else:
-        axes[0].set_title(f"{series[0][1]} per round (federated training)", fontsize=_TITLE)
+        axes[0].set_title(f"{series[0][1]} per {unit} ({what.lower()})", fontsize=_TITLE)
+    return fig
+
+
+#: The released test metrics :func:`private_releases` shows, with their axis labels.
+RELEASED_METRICS: tuple[tuple[str, str], ...] = (
+    ("mape", "MAPE"),
+    ("mae_log", "MAE of log price"),
+    ("coverage80", "80% interval coverage"),
+)
+
+
+def private_releases(
+    curves: Mapping[str, EpsilonCurve],
+    released: Mapping[str, Any] | None,
+    exact: Mapping[str, Any] | None,
+) -> Figure | None:
+    """What a private run releases, for the training section: the ε each datasite was charged
+    in each round (from the per-round cumulative curves), and the noised test metrics the
+    data scientist received (± one noise standard deviation) beside the data owners' exact
+    ones when the report has them. ``None`` when there is neither."""
+    per_round = {s: c for s, c in curves.items() if c.per_round and c.x}
+    metrics = []
+    if isinstance(released, Mapping):
+        for key, label in RELEASED_METRICS:
+            v = released.get(key)
+            if v is None or not math.isfinite(float(v)):
+                continue
+            sd = released.get(f"{key}_noise_sd")
+            ex = exact.get(key) if isinstance(exact, Mapping) else None
+            metrics.append((label, float(v), None if sd is None else float(sd), ex))
+    panels = int(bool(per_round)) + int(bool(metrics))
+    if not panels:
+        return None
+    fig = Figure(figsize=(6.4 * panels, 4.6), layout="constrained")
+    axes = list(fig.subplots(1, panels, squeeze=False)[0])
+    if per_round:
+        ax = axes.pop(0)
+        styles = site_styles(list(per_round))
+        inc = {
+            s: (c.x, tuple(np.diff(np.asarray(c.epsilon), prepend=0.0)))
+            for s, c in per_round.items()
+        }
+        same = _same_series(inc)
+        for s in sorted(inc):
+            xs, ys = inc[s]
+            group = sorted([t for t, f in same.items() if f == same.get(s, s)])
+            rank = group.index(s) + 1 if s in same else 0
+            label = s + (f" (same as {same[s]})" if s in same else "")
+            ax.plot(xs, ys, **styles[s], **_nested_marker(rank), linewidth=1.6, label=label)
+        _style(
+            ax, "ε charged in each round", "round",
+            "ε charged (first round: with the one-off releases)",
+        )  # fmt: skip
+        _integer_rounds(ax, [x for xs, _ in inc.values() for x in xs])
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=9, loc="upper right", framealpha=0.9)
+    if metrics:
+        ax = axes.pop(0)
+        pos = np.arange(len(metrics), dtype=float)
+        vals = [m[1] for m in metrics]
+        sds = [m[2] if m[2] is not None else 0.0 for m in metrics]
+        ax.errorbar(
+            pos - 0.12, vals, yerr=sds, fmt="o", color="tab:purple", capsize=5, markersize=7,
+            label="released to the data scientist (noised; bar: ± 1 noise sd)",
+        )  # fmt: skip
+        exacts = [
+            (p + 0.12, float(m[3])) for p, m in zip(pos, metrics, strict=True) if m[3] is not None
+        ]
+        if exacts:
+            ax.scatter(
+                [e[0] for e in exacts], [e[1] for e in exacts], marker="D", s=45,
+                color="tab:green", zorder=4, label="data owners' exact figure (never released)",
+            )  # fmt: skip
+        ax.axhline(0.0, color="0.4", linewidth=0.8)
+        ax.set_xticks(pos, [m[0] for m in metrics])
+        ax.set_xlim(-0.6, len(metrics) - 0.4)
+        _style(ax, "Released test metrics (once, after training)", "", "value")
+        ax.legend(fontsize=8.5, loc="upper right", framealpha=0.9)
+    fig.suptitle("What this private run released", fontsize=_TITLE + 1)
     return fig
 
 
@@ -146,14 +281,25 @@ def epsilon_spent(
     shared_cap = len(cap_values) == 1 and all(c is not None for c in caps.values())
     after_label = "after the rounds: calibration and evaluation releases"
     after_x: list[float] = []
+    styles = site_styles(sites)
+    same = _same_series({s: (c.x, c.epsilon) for s, c in curves.items() if c.x})
+    rank = {s: 0 for s in sites}
+    for s, first in same.items():
+        group = sorted([t for t, f in same.items() if f == first])
+        rank[s] = group.index(s) + 1
     for s in sites:
         c = curves.get(s)
         if c is not None and c.x:
             final = privacy.get(s, {}).get("epsilon")
             final = float(final) if final is not None else c.epsilon[-1]
+            style = dict(styles[s])
+            if len(c.x) > 60:
+                style["marker"] = None
+            label = f"{s}: spent ({final:.3g} in all)"
+            if s in same:
+                label += f"; same curve as {same[s]}"
             ax.plot(
-                c.x, c.epsilon, "-o" if len(c.x) <= 60 else "-", color=colors[s],
-                markersize=3.5, linewidth=1.8, label=f"{s}: spent ({final:.3g} in all)",
+                c.x, c.epsilon, **style, **_nested_marker(rank[s]), linewidth=1.8, label=label,
                 drawstyle="default" if per_round else "steps-post",
             )  # fmt: skip
             if per_round and final > c.epsilon[-1] + 1e-9:  # the releases after the last round
@@ -162,12 +308,13 @@ def epsilon_spent(
                     [c.x[-1], c.x[-1] + step], [c.epsilon[-1], final], ":", color=colors[s],
                     linewidth=1.5,
                 )  # fmt: skip
+                nested = _nested_marker(rank[s])
                 ax.plot(
-                    [c.x[-1] + step], [final], "*", color=colors[s], markersize=9,
-                    label=after_label,
+                    [c.x[-1] + step], [final], "*", color=colors[s],
+                    markersize=nested["markersize"] + 4, markerfacecolor=nested["markerfacecolor"],
+                    zorder=nested["zorder"], label="_nolegend_",
                 )  # fmt: skip
                 after_x.append(c.x[-1] + step)
-                after_label = "_nolegend_"
         cap = caps.get(s)
         if cap is not None and not shared_cap:
             ax.axhline(
@@ -191,7 +338,11 @@ def epsilon_spent(
     )
     ax.set_ylim(0, top * 1.12)
     _integer_rounds(ax, [x for c in curves.values() for x in c.x] + after_x)
-    ax.legend(fontsize=9, loc="lower right", framealpha=0.9)
+    handles, labels = ax.get_legend_handles_labels()
+    if after_x:  # one entry for every datasite's star, drawn in that datasite's colour
+        handles.insert(1, Line2D([], [], marker="*", linestyle="", color="0.35", markersize=10))
+        labels.insert(1, after_label)
+    ax.legend(handles, labels, fontsize=9, loc="lower right", framealpha=0.9)
     return fig
 
 
@@ -205,15 +356,21 @@ def bytes_per_round(history: Sequence[Mapping[str, Any]]) -> Figure | None:
     if not rows:
         return None
     sites = sorted({s for r in rows for s in r["bytes_up"]})
-    colors = site_colors(sites)
+    styles = site_styles(sites)
     fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
     rounds = [float(r["round"]) for r in rows]
+    ys_of = {s: [float(r["bytes_up"].get(s, np.nan)) for r in rows] for s in sites}
+    same = _same_series({s: (rounds, ys) for s, ys in ys_of.items()})
     for s in sites:
-        ys = [float(r["bytes_up"].get(s, np.nan)) for r in rows]
+        style = dict(styles[s])
+        if len(rows) > 60:
+            style["marker"] = None
+        group = sorted([t for t, f in same.items() if f == same.get(s, s)])
+        rank = group.index(s) + 1 if s in same else 0
+        label = f"{s}: compressed upload" + (f"; same as {same[s]}" if s in same else "")
         ax.plot(
-            rounds, ys, "-o" if len(rows) <= 60 else "-", color=colors[s], markersize=4,
-            linewidth=1.8, label=f"{s}: compressed upload",
+            rounds, ys_of[s], **style, **_nested_marker(rank), linewidth=1.8, label=label,
         )  # fmt: skip
     dense = [float(r["bytes_dense"]) if r.get("bytes_dense") else np.nan for r in rows]
     if any(np.isfinite(dense)):
@@ -231,7 +388,7 @@ def bytes_per_round(history: Sequence[Mapping[str, Any]]) -> Figure | None:
     ax.yaxis.set_minor_formatter(NullFormatter())
     _style(ax, "Bytes uploaded per datasite per round", "round", "bytes per round (log scale)")
     _integer_rounds(ax, rounds)
-    ax.legend(fontsize=9, loc="center right", framealpha=0.9)
+    ax.legend(fontsize=9, loc="best", framealpha=0.9)
     return fig
 
 

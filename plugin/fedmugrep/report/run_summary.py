@@ -16,7 +16,7 @@ pool them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from fedmugrep.privacy.audit import spending_summary
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.report.html import ReportResult, write_report
 
-__all__ = ["METRICS", "RELEASE_NOTES", "print_summary", "save_run", "summarise_run"]
+__all__ = [
+    "METRICS",
+    "RELEASE_NOTES",
+    "federation_report",
+    "print_summary",
+    "save_run",
+    "summarise_run",
+]
 
 #: The pooled test metrics a report shows.
 METRICS = ("mae", "mape", "mae_log", "coverage80", "n")
@@ -119,6 +126,46 @@ def summarise_run(
         "model_file": str(saved),
         "plan": plan.to_dict(),
         **({"communities_file": str(communities_file)} if communities_file else {}),
+    }
+
+
+def federation_report(
+    res: FederationResult,
+    plan: FederationPlan,
+    *,
+    model_file: Path,
+    sites: Sequence[tuple[str, str, str]],
+) -> dict[str, Any]:
+    """The report of a run against other organisations' datasites (``fedmugrep federation
+    train``): only what the data scientist holds.
+
+    That is the released (noised) test metrics with their noise sd, the history of the rounds
+    (seconds, bytes; no ε: the ledgers are on the datasites), the datasites by name, URL and
+    role, the model file and the plan. ``fedmugrep report HOME`` draws it and names, per
+    datasite, where its ledger is.
+
+    Args:
+        res: the run's result.
+        plan: the plan it ran.
+        model_file: the exported model.
+        sites: ``(name, url, role)`` per datasite, as in the federation file.
+    """
+    released = {k: v for k, v in res.metrics.items() if k in METRICS or k.endswith("_noise_sd")}
+    released |= {k: res.metrics[k] for k in RELEASE_NOTES if k in res.metrics}
+    history = _history(res, {})
+    for rec in history:
+        rec.pop("epsilon")
+    return {
+        "command": "federation train",
+        "released": released,
+        "noise_multiplier": res.noise_multiplier,
+        "rounds": len(res.history),
+        "dropped": list(res.dropped),
+        "history": history,
+        "bytes_per_round": [h.bytes_up for h in res.history],
+        "datasites": {name: {"url": url, "role": role} for name, url, role in sites},
+        "model_file": str(model_file),
+        "plan": plan.to_dict(),
     }
 
 
