@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "users",
     "federation",
     "appraise",
+    "sweep",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_INTEGRITY = 0, 1, 2, 3, 4
@@ -113,6 +114,26 @@ def half_open_unit(option: str, value: float) -> str | None:
     if math.isfinite(value) and 0 < value <= 1:
         return None
     return f"{option} must be in (0, 1] (got {value:g})"
+
+
+def each(check: Check) -> Check:
+    """``check`` applied to every value of a ``nargs`` option (the first problem is reported)."""
+
+    def check_all(option: str, values: Any) -> str | None:
+        for value in values:
+            problem = check(option, value)
+            if problem is not None:
+                return problem
+        return None
+
+    return check_all
+
+
+def not_a_dir(option: str, value: Path) -> str | None:
+    """A file path to write: not an existing folder."""
+    if Path(value).is_dir():
+        return f"{option}: {value} is a folder; give the path of the file to write"
+    return None
 
 
 def existing_file(what: str, fix: str = "") -> Check:
