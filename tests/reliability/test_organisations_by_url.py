@@ -221,6 +221,12 @@ def test_owners_and_a_data_scientist_train_across_organisations(federation: dict
     home = federation["ds_dir"] / "run"
     report = json.loads((home / "report.json").read_text())
     assert 0 < report["released"]["mape"] < 10 and "mape_noise_sd" in report["released"]
+    # the page of Dana's home: what was released; each ledger is named on its datasite, never
+    # marked verified from here
+    page = json.loads(_ok(scientist("report", home, "--json")))
+    text = Path(page["html"]).read_text(encoding="utf-8")
+    assert "✔" not in text and text.count("on the datasite: not checked here") == len(sites)
+    assert "released to the data scientist" in text
 
     # the exported model values properties on Dana's machine, at no privacy cost
     listings = federation["ds_dir"] / "listings.csv"
