@@ -27,6 +27,8 @@ from typing import Any
 
 from fedmugrep.cli import each, existing_dir, int_range, not_a_dir, positive, validated
 from fedmugrep.errors import UsageError
+from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
+from fedmugrep.privacy.audit import spending_summary
 
 __all__ = ["register", "run", "sweep_runs"]
 
@@ -142,9 +144,7 @@ def sweep_runs(args: argparse.Namespace, homes: Path) -> list[dict[str, Any]]:
     """Train once per (epsilon, seed) in a fresh home under ``homes``; rewrite ``args.out``
     after every run; return the runs' records."""
     from fedmugrep.federation.local import run_local  # deferred: loads torch
-    from fedmugrep.federation.owner_report import owner_predictions, pooled_metrics
     from fedmugrep.federation.plan import FederationPlan, PrivacyPlan  # deferred: loads torch
-    from fedmugrep.privacy.audit import spending_summary
 
     grid: list[tuple[float | None, int]] = [
         (eps, seed) for eps in sorted(set(args.epsilons)) for seed in args.seeds
