@@ -176,3 +176,36 @@ def test_apply_rejects_integer_params_and_bad_lr(tiny_layout, tiny_update) -> No
     params["0.bias"] = torch.zeros(4, dtype=torch.int64)
     with pytest.raises(ConfigError, match="not floating point"):
         apply_sparse(params, sparse, tiny_layout)
+
+
+def test_full_update_travels_densely_never_larger_than_header_plus_dense() -> None:
+    layout = channel_layout({"lin.weight": (100, 99), "lin.bias": (100,)})
+    gen = torch.Generator().manual_seed(4)
+    update = {n: torch.randn(s, generator=gen) for n, s in layout.shapes.items()}
+    everything = select_channels(layout.channel_norms(update), upload_rate=1.0)
+    sparse = compress(update, layout, everything)
+    payload = sparse.to_bytes()
+    # no index list: header + the values, 400 bytes less than with 100 indices
+    assert sparse.is_prefix and len(payload) == sparse.nbytes == HEADER_BYTES + dense_nbytes(layout)
+    received = SparseUpdate.from_bytes(payload)
+    assert received == sparse
+    assert all(torch.equal(decompress(received, layout)[n], update[n]) for n in layout.names)
+
+
+def test_prefix_selection_omits_indices_other_selections_keep_them(tiny_layout, tiny_update):
+    prefix = compress(tiny_update, tiny_layout, [2, 0, 1])
+    gap = compress(tiny_update, tiny_layout, [0, 1, 3])
+    assert prefix.is_prefix and not gap.is_prefix
+    assert len(prefix.to_bytes()) == HEADER_BYTES + 4 * prefix.values.numel()
+    assert len(gap.to_bytes()) == HEADER_BYTES + 4 * 3 + 4 * gap.values.numel()
+    for sparse in (prefix, gap):
+        assert SparseUpdate.from_bytes(sparse.to_bytes()) == sparse
+
+
+@pytest.mark.parametrize("flags, k", [(2, 3), (1, 0)])
+def test_unknown_flags_and_empty_prefix_are_refused(tiny_layout, tiny_update, flags, k) -> None:
+    payload = bytearray(compress(tiny_update, tiny_layout, [0, 1, 2]).to_bytes())
+    payload[6:8] = flags.to_bytes(2, "little")
+    payload[8:12] = k.to_bytes(4, "little")
+    with pytest.raises(ConfigError, match="flags|prefix of length 0"):
+        SparseUpdate.from_bytes(bytes(payload))

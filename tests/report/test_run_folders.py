@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from fedmugrep.cli import main
+from fedmugrep.compression import HEADER_BYTES
 from fedmugrep.data.synthetic import CityConfig, make_city, write_city
 from fedmugrep.privacy.ledger import LEDGER_FILENAME
 from fedmugrep.report import load_inputs, write_report
+from fedmugrep.report.html import _bytes_ratio
 from fedmugrep.report.plots import epsilon_spent, private_releases
 
 
@@ -161,15 +163,23 @@ def test_coinciding_epsilon_curves_stay_distinguishable(fed_home: Path) -> None:
         )  # fmt: skip
 
 
-def test_bytes_caption_says_larger_when_uploads_exceed_the_dense_update(fed_home: Path) -> None:
+def test_full_uploads_travel_densely_and_the_caption_says_so(fed_home: Path) -> None:
     history = load_inputs(fed_home).history
     up = [v for h in history for v in h["bytes_up"].values()]
     dense = history[0]["bytes_dense"]
-    assert sum(up) / len(up) > dense  # upload rate 1 on a tiny model: the header costs
+    # upload rate 1: every channel, sent without its index list -- the dense update plus the
+    # sparse format's 32-byte header, never the 4 bytes per channel on top
+    assert set(up) == {dense + HEADER_BYTES}
     text = _text(write_report(fed_home).html)
-    ratio = sum(up) / len(up) / dense
-    assert f"{ratio:.2f}× larger than the dense update" in text
-    assert "smaller than the dense update" not in text
+    assert "about the same size as the dense update" in text
+    assert "smaller than the dense update" not in text and "larger than" not in text
+
+
+def test_bytes_caption_says_larger_when_uploads_exceed_the_dense_update() -> None:
+    history = [{"bytes_dense": 100, "bytes_up": {"a": 132, "b": 132}}]
+    caption = _bytes_ratio(history, upload_rate=1.0)
+    assert "<b>1.32× larger</b> than the dense update" in caption and "32-byte header" in caption
+    assert "<b>4.0× smaller</b>" in _bytes_ratio([{"bytes_dense": 400, "bytes_up": {"a": 100}}])
 
 
 def test_train_central_out_is_a_run_folder(

@@ -5,16 +5,18 @@ Only the selected channels travel. The binary format (little-endian, no pickle) 
     offset  size  field
     0       4     magic b"FMSU"
     4       2     format version (uint16, currently 1)
-    6       2     flags (uint16, must be 0)
+    6       2     flags (uint16): 0, or 1 = "the first k channels" (indices omitted)
     8       4     k: number of channels (uint32)
     12      4     v: number of values (uint32)
     16      16    layout fingerprint (ChannelLayout.fingerprint)
-    32      4*k   channel indices, int32, strictly increasing
+    32      4*k   channel indices, int32, strictly increasing (absent under flag 1)
     32+4k   4*v   values, float32, channel after channel; inside a channel the layout's
                   parameter order (weight row flattened, then the bias element)
 
 so ``nbytes = 32 + 4*k + 4*v`` against :func:`dense_nbytes` ``= 4 * n_values`` for the
-whole update.
+whole update. When the selection is channels ``0 .. k-1`` (in particular *every* channel, at
+upload rate 1.0) the index list says nothing and is left out (flag 1): a full update then
+travels densely, ``32 + 4 * n_values`` bytes, never more than the header above the dense size.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ __all__ = [
 _MAGIC = b"FMSU"
 _VERSION = 1
 _HEADER = struct.Struct(f"<4sHHII{FINGERPRINT_BYTES}s")
+#: Header flag: the update carries channels ``0 .. k-1`` and their indices are omitted.
+_FLAG_PREFIX = 1
 #: Size of the binary header of :meth:`SparseUpdate.to_bytes`.
 HEADER_BYTES = _HEADER.size
 
@@ -124,21 +128,30 @@ class SparseUpdate:
         return int(self.channels.numel())
 
     @property
+    def is_prefix(self) -> bool:
+        """Whether the channels are exactly ``0 .. k-1`` (sent without their indices)."""
+        k = self.channels.numel()
+        # strictly increasing and non-negative (checked at construction): last == k-1 iff 0..k-1
+        return k > 0 and int(self.channels[-1]) == k - 1
+
+    @property
     def nbytes(self) -> int:
-        """Size of :meth:`to_bytes`: header + 4 bytes per index + 4 bytes per value."""
-        return HEADER_BYTES + 4 * self.channels.numel() + 4 * self.values.numel()
+        """Size of :meth:`to_bytes`: header + 4 bytes per index (none for a prefix) + 4 per value."""
+        n_idx = 0 if self.is_prefix else self.channels.numel()
+        return HEADER_BYTES + 4 * n_idx + 4 * self.values.numel()
 
     def to_bytes(self) -> bytes:
         """Serialise to the compact binary format of the module docstring (no pickle)."""
+        prefix = self.is_prefix
         header = _HEADER.pack(
             _MAGIC,
             _VERSION,
-            0,
+            _FLAG_PREFIX if prefix else 0,
             self.channels.numel(),
             self.values.numel(),
             self.layout_fingerprint,
         )
-        idx = self.channels.numpy().astype("<i4", copy=False).tobytes()
+        idx = b"" if prefix else self.channels.numpy().astype("<i4", copy=False).tobytes()
         val = self.values.numpy().astype("<f4", copy=False).tobytes()
         return header + idx + val
 
@@ -162,20 +175,27 @@ class SparseUpdate:
                 f"payload is not a fedmugrep sparse update (magic {magic!r}, expected {_MAGIC!r}); "
                 "pass bytes produced by SparseUpdate.to_bytes()"
             )
-        if version != _VERSION or flags != 0:
+        if version != _VERSION or flags not in (0, _FLAG_PREFIX):
             raise ConfigError(
                 f"sparse update format version {version} flags {flags} is not supported "
-                f"(this fedmugrep reads version {_VERSION}, flags 0); use the same fedmugrep "
-                "version on both sides"
+                f"(this fedmugrep reads version {_VERSION}, flags 0 or {_FLAG_PREFIX}); use the "
+                "same fedmugrep version on both sides"
             )
-        expected = HEADER_BYTES + 4 * k + 4 * v
+        prefix = flags == _FLAG_PREFIX
+        if prefix and k == 0:
+            raise ConfigError("sparse update flags a channel prefix of length 0; it is corrupt")
+        n_idx = 0 if prefix else k
+        expected = HEADER_BYTES + 4 * n_idx + 4 * v
         if len(buf) != expected:
             raise ConfigError(
                 f"payload is {len(buf)} bytes but its header announces {k} channels and {v} "
                 f"values ({expected} bytes); the payload is truncated or corrupt"
             )
-        idx = np.frombuffer(buf, dtype="<i4", count=k, offset=HEADER_BYTES)
-        val = np.frombuffer(buf, dtype="<f4", count=v, offset=HEADER_BYTES + 4 * k)
+        if prefix:
+            idx = np.arange(k, dtype=np.int32)
+        else:
+            idx = np.frombuffer(buf, dtype="<i4", count=k, offset=HEADER_BYTES)
+        val = np.frombuffer(buf, dtype="<f4", count=v, offset=HEADER_BYTES + 4 * n_idx)
         return cls(
             channels=torch.from_numpy(idx.astype(np.int32)),  # astype copies: writable
             values=torch.from_numpy(val.astype(np.float32)),

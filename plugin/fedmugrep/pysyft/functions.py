@@ -62,6 +62,7 @@ from fedmugrep.federation.parties import (
 )
 from fedmugrep.federation.plan import FederationPlan
 from fedmugrep.federation.wire import (
+    EXACT_RELEASE_FILE,
     PUBLIC_SCHEMA,
     Order,
     as_nanosecond_dates,
@@ -79,8 +80,6 @@ from fedmugrep.federation.wire import (
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.pysyft.remote import RemoteContext
 
-#: File in a datasite's home by which its owner accepts releases without noise.
-EXACT_RELEASE_FILE = "fedmugrep_allow_exact_release.json"
 
 TRANSACTION_METHODS = ("release_intra", "step", "release_calibration", "evaluate")
 REGION_METHODS = ("forward", "backward", "restore")
@@ -90,8 +89,9 @@ REGION_METHODS = ("forward", "backward", "restore")
 def allow_exact_release(home: str | Path, *, by: str, reason: str) -> Path:
     """Data owner: accept releases *without noise* from this datasite (synthetic data, tests).
 
-    Needed for the region party (its ``z`` is not noised yet) and for transaction parties under
-    a plan without privacy. Writes :data:`EXACT_RELEASE_FILE` in the datasite's home.
+    Needed under a plan without privacy: by the region party when the plan releases its ``z``
+    without noise, and by transaction parties for their model-1 gradients. Writes
+    :data:`~fedmugrep.federation.wire.EXACT_RELEASE_FILE` in the datasite's home.
 
     Raises:
         ConfigError: on an empty ``by`` or ``reason``.

@@ -340,8 +340,8 @@ def _bytes_ratio(history: list[dict[str, Any]], upload_rate: Any = None) -> str:
     why = ""
     if isinstance(upload_rate, int | float) and upload_rate >= 1:
         why = (
-            ": at upload rate 1 every channel is sent, so the sparse format's header and "
-            "channel indices are pure overhead; a lower --upload-rate sends fewer channels"
+            ": at upload rate 1 every channel is sent densely, so the format's 32-byte header "
+            "is pure overhead; a lower --upload-rate sends fewer channels"
         )
     return (
         f" On average an upload is <b>{1 / ratio:.2f}× larger</b> than the dense update "
