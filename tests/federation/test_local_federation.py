@@ -109,10 +109,13 @@ def test_train_federated_cli_reports_epsilon_within_cap_and_audit_verifies(city,
             "3",
             "--json",
             str(out),
-            "--quiet",
         ]
     )
     assert rc == 0
+    # every phase that takes more than a moment shows its progress (on stderr)
+    err = capsys.readouterr().err
+    for phase in ("pretraining on the mocks", "set-up releases", "federated rounds"):
+        assert f"{phase}: 100%" in err, phase
     rep = json.loads(out.read_text())
     assert set(rep["privacy"]) == {"agency1", "agency2", "agency3", "region"}
     for s in rep["privacy"].values():

@@ -222,9 +222,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         )
         p.add_argument("--file", type=Path, required=True, metavar="TOML", help="federation file")
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if name in ("train", "submit"):
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "train":
             p.add_argument("--resume", action="store_true", help="continue a crashed training")
-            p.add_argument("--quiet", action="store_true", help="no progress bar")
             p.add_argument(
                 "--call-timeout",
                 type=float,
@@ -326,7 +327,7 @@ def budget_lines(site: Any, email: str) -> list[str]:
 
 def run_submit(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation submit``."""
-    run_id = session.submit()
+    run_id = session.submit(progress=not args.quiet)
     states = session.review_states()
     if args.json:
         print(json.dumps({"run_id": run_id, "requests": states}, indent=2))

@@ -248,11 +248,13 @@ class Coordinator:
         self._z = None
         return ck["round"] + 1, ck["best"]
 
-    def setup(self) -> None:
-        """Collect the one-off noisy intra-region sums/counts and noisy target counts."""
+    def setup(self, *, progress: bool = False) -> None:
+        """Collect the one-off noisy intra-region sums/counts and noisy target counts
+        (``progress``: a bar over the agencies)."""
         theta = self.theta()
         sums, counts, n = None, None, 0.0
-        for name in list(self.agencies):
+        names = list(self.agencies)
+        for name in tqdm(names, desc="set-up releases", unit="datasite", disable=not progress):
             got = self._call(name, "release_intra", theta)
             if got is None:
                 continue
@@ -376,7 +378,7 @@ class Coordinator:
         if self.checkpoint is not None and self.checkpoint.exists():
             start, best = self._resume(result)
         else:
-            self.setup()
+            self.setup(progress=progress)
         bar = tqdm(
             range(start, self.plan.rounds),
             desc="federated rounds",

@@ -97,7 +97,7 @@ def run_local(
     else:  # the coordinator's model 2 sees the public geography only (no attributes, no flows)
         comms = mock_comms = city.geography
         mob = mock_mob = None
-    public = prepare_public(mock_comms, mock_mob, mocks, plan)
+    public = prepare_public(mock_comms, mock_mob, mocks, plan, progress=progress)
     caps = owner_caps(plan, cap_epsilon)
     agencies = {}
     for name, df in city.agencies.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from fedmugrep.federation.parties import PublicArtefacts
 from fedmugrep.models.mugrep import MugRepModel
@@ -31,8 +32,10 @@ def pretrain_on_mocks(
     epochs: int,
     lr: float = 0.01,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Full-batch training of :class:`MugRepModel` on the mocks' rows before ``val_start``.
+    """Full-batch training of :class:`MugRepModel` on the mocks' rows before ``val_start``
+    (``progress``: a bar over the epochs).
 
     Returns ``{"event": state_dict of model 1, "region": state_dict of model 2}``.
     """
@@ -56,7 +59,9 @@ def pretrain_on_mocks(
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         mask = torch.as_tensor(train)
         model.train()
-        for _ in range(epochs):
+        for _ in tqdm(
+            range(epochs), desc="pretraining on the mocks", unit="epoch", disable=not progress
+        ):
             opt.zero_grad()
             model(g, cg).nll(g.y, mask).backward()
             opt.step()

@@ -86,6 +86,8 @@ def prepare_public(
     mobility_mock: pd.DataFrame | None,
     transaction_mocks: Mapping[str, pd.DataFrame],
     plan: FederationPlan,
+    *,
+    progress: bool = False,
 ) -> PublicArtefacts:
     """The data scientist's public artefacts and, with ``plan.pretrain_epochs``, their public
     starting weights: fitted and pretrained on the datasites' mocks only (no privacy cost).
@@ -96,6 +98,7 @@ def prepare_public(
         mobility_mock: its mobility mock, or ``None``.
         transaction_mocks: each agency datasite's mock, by datasite name.
         plan: the federation plan.
+        progress: show the pretraining's progress bar.
 
     Raises:
         ConfigError: the agencies' schemas disagree, or the mocks declare no dates or prices.
@@ -114,6 +117,7 @@ def prepare_public(
             None if mobility_mock is None else strip_mock_marker(mobility_mock),
             epochs=plan.pretrain_epochs,
             seed=plan.seed,
+            progress=progress,
         )
     return public
 

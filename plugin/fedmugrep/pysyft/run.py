@@ -281,7 +281,7 @@ def run_syft(
         )
         session.connect()
         if not resume:
-            session.submit(package_dir=package_dir)
+            session.submit(package_dir=package_dir, progress=progress)
 
         # ---------------------------------------------------------------- owners review
         for n, admin in admins.items():

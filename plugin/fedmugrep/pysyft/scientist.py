@@ -288,9 +288,9 @@ class DataScientistSession:
         return eps if eps < UNBOUNDED_EPSILON else None
 
     # ------------------------------------------------------------------ submit
-    def submit(self, *, package_dir: Path | None = None) -> str:
-        """Derive the public artefacts from the mocks, pretrain on them, and submit one request
-        per datasite; returns the run id.
+    def submit(self, *, package_dir: Path | None = None, progress: bool = False) -> str:
+        """Derive the public artefacts from the mocks, pretrain on them (``progress``: with a
+        bar), and submit one request per datasite; returns the run id.
 
         Raises:
             ConfigError: the agencies' schemas disagree, or the mocks lack dates or prices.
@@ -312,6 +312,7 @@ class DataScientistSession:
             mobility_mock,
             {n: mocks[n]["transactions"] for n in self.agency_names},
             self.plan,
+            progress=progress,
         )
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         constant = public_constant(public, self.plan, run_id=run_id)
