@@ -114,7 +114,6 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "git_commit": git_commit(),
-        "note": "2-core machine shared with other work: timings are noisy",
     }
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")

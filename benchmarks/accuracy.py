@@ -10,7 +10,7 @@ spends at most ``eps`` (delta 1e-5). The federated MAPE is the data owners' exac
 pooled over agencies; the data scientist's noised view is recorded beside it. One extra
 configuration trains from scratch (no pretraining) at epsilon 8, to show what pretraining buys.
 
-Goal (issue #4): federated at epsilon 8 <= 1.25 x the centralized MAPE; without privacy
+Goal: federated at epsilon 8 <= 1.25 x the centralized MAPE; without privacy
 <= 1.05 x.
 
 Run: ``.venv/bin/python benchmarks/accuracy.py [--quick] [--out DIR] [--workers N]``

@@ -10,7 +10,7 @@
    snapshot of the package; ``http`` calls the agencies of a round at the same time, as
    ``run_syft`` does by default over HTTP, ``http-serial`` one after the other). A round's time is ``RoundRecord.seconds`` (region forward, every
    agency's step, aggregation, region backward; evaluations excluded); we report the median over
-   the rounds and the ratio to ``local``. Goal (issue #6): in-process round <= 1.5x local.
+   the rounds and the ratio to ``local``. Goal: in-process round <= 1.5x local.
    The syft runs also report their set-up time (launch, upload, requests, approvals) and the
    per-call wall times and wire sizes PySyft's client saw (``CallStat``).
 2. **Bytes up per datasite per round** (``RoundRecord.bytes_up``: the sparse model-1 update plus

@@ -163,7 +163,7 @@ class FederationPlan:
     upload_rate: float = 1.0
     privacy: PrivacyPlan | None = field(default_factory=PrivacyPlan)
     # small K and small model 1: the update's sensitivity is (1 + 2K) clip and the noise norm
-    # grows with the parameter count (docs/FEDERATION.md, "private utility")
+    # grows with the parameter count (docs/FEDERATION.md §6, "the defaults")
     k: int = 3
     hidden: int = 16
     event_hidden: int = 16
