@@ -170,3 +170,29 @@ def test_every_import_inside_a_function_says_why() -> None:
     found = function_level_imports()
     assert len(found) > 20  # the scan sees them
     assert [f for f in found if not f[3]] == []
+
+
+def test_stopping_and_inspecting_a_datasite_loads_neither_torch_nor_syft(tmp_path: Path) -> None:
+    """``datasite stop`` and ``datasite status`` read a pid file and signal a process: an owner
+    runs them often, and they start in well under a second (no torch, no syft)."""
+    toml = tmp_path / "site.toml"
+    toml.write_text(
+        '[datasite]\nname = "a"\nhome = "home"\nport = 8081\nrole = "transactions"\n'
+        '[admin]\nemail = "o@a.example"\n[data]\ntransactions = "t.csv"\n',
+        encoding="utf-8",
+    )
+    code = (
+        "import sys, contextlib, io\n"
+        "from fedmugrep.cli import main\n"
+        f"for argv in (['datasite', 'stop', '--config', {str(toml)!r}],\n"
+        f"             ['datasite', 'status', '--config', {str(toml)!r}]):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        rc = main(argv)\n"
+        "    assert 'not running' in out.getvalue(), out.getvalue()\n"
+        "heavy = ('torch', 'torch_geometric', 'syft', 'opacus', 'sklearn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

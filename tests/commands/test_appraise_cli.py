@@ -70,6 +70,8 @@ def test_csv_and_json_outputs(cli: Cli, files: dict[str, Path], tmp_path: Path) 
     report = json.loads((tmp_path / "v.json").read_text())
     assert len(report["valuations"]) == n and "none spent" in report["privacy"]
     assert report["valuations"][0]["n_neighbours"] == 0
+    for row in report["valuations"]:  # prices in whole currency units, as in the CSV
+        assert all(isinstance(row[c], int) for c in ("pred_median", "pred_lo80", "pred_hi80"))
 
     code, out, _ = cli("appraise", "--model", files["model"], "--properties", files["props"])
     assert code == 0 and "pred_median" in out

@@ -16,7 +16,6 @@ from statistics import mean
 import pytest
 
 from fedmugrep.federation.admission import release_schedule, transaction_contract
-
 from fedmugrep.federation.plan import FederationPlan, PrivacyPlan
 
 ROOT = Path(__file__).resolve().parents[2]

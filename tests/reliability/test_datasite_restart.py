@@ -95,7 +95,10 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("restartcity")
-    write_city(make_city(CityConfig(n_transactions=800, seed=4)), out)
+    # two agencies and the region: three servers per run (the third agency would add nothing
+    # these tests check, only another server process on the same two cores)
+    config = CityConfig(n_transactions=800, seed=4, n_agencies=2, agency_weights=(1.0, 1.0))
+    write_city(make_city(config), out)
     return out
 
 

@@ -189,32 +189,41 @@ def test_owners_and_a_data_scientist_train_across_organisations(federation: dict
     for col in private_cols:  # the mock's schema is the owner's own columns
         assert col in check
 
-    _ok(scientist("federation", "submit", "--file", fed))
+    first = json.loads(_ok(scientist("federation", "submit", "--file", fed, "--json")))
+    first_ids = first["request_ids"]
     status = _ok(scientist("federation", "status", "--file", fed))
     assert status.count(": pending") == len(sites)
+    for name in sites:  # the id the data scientist gives each owner is the one they review
+        assert f"{name}: pending (request {first_ids[name][:8]})" in status
     early = scientist("federation", "train", "--file", fed)
     assert early.returncode == 1 and "have not reviewed" in early.stderr
 
     # one owner denies with a reason; the data scientist sees it
     reason = "pretraining epochs too many for our review; resubmit"
-    (first,) = _pending(sites[tx]["toml"])
-    _ok(owner("requests", "deny", "--config", sites[tx]["toml"], first, "--reason", reason))
+    assert _pending(sites[tx]["toml"]) == [first_ids[tx]]
+    _ok(
+        owner(
+            "requests", "deny", "--config", sites[tx]["toml"], first_ids[tx][:8], "--reason", reason
+        )
+    )
     assert f"{tx}: denied: {reason}" in _ok(scientist("federation", "status", "--file", fed))
     refused = scientist("federation", "train", "--file", fed)
     assert refused.returncode == 1 and reason in refused.stderr
 
     # resubmitted; every owner approves the newest request in their own shell, which denies
     # the older pending one as superseded; Dana trains
-    _ok(scientist("federation", "submit", "--file", fed))
+    second = json.loads(_ok(scientist("federation", "submit", "--file", fed, "--json")))
+    new_ids = second["request_ids"]
 
     def approve_newest(s: dict) -> str:
-        *stale, newest = _pending(s["toml"])
-        out = _ok(owner("requests", "approve", "--config", s["toml"], newest, "--json"))
-        assert sorted(json.loads(out)["superseded"]) == sorted(i[:8] for i in stale), out
+        name = next(n for n, v in sites.items() if v is s)
+        out = _ok(owner("requests", "approve", "--config", s["toml"], new_ids[name][:8], "--json"))
+        # the older pending request is denied as superseded (the denied one is left as it is)
+        stale = [] if name == tx else [first_ids[name][:8]]
+        assert sorted(json.loads(out)["superseded"]) == stale, out
         return out
 
     assert len(_each(sites, approve_newest, check=False)) == len(sites)
-    assert _pending(sites[tx]["toml"]) == []  # nothing left for the owner to review
     assert _ok(scientist("federation", "status", "--file", fed)).count(": approved") == len(sites)
     out = _ok(scientist("federation", "train", "--file", fed, "--quiet"))
     assert "trained 3 rounds" in out

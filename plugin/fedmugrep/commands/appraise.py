@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "model": str(args.model),
                     "privacy": "none spent: exported DP model, your own data",
-                    "valuations": table.to_dict(orient="records"),
+                    "valuations": rounded_prices(table).to_dict(orient="records"),
                 },
                 indent=2,
             )

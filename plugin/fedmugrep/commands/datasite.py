@@ -52,6 +52,7 @@ from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.privacy.witness import check_witness, read_witness
 from fedmugrep.pysyft.config import DATA_KEYS, DatasiteConfig, load_datasite_config
 from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask
+from fedmugrep.pysyft.pidfile import pid_alive, read_pid_file
 
 __all__ = [
     "DEFAULT_MOCK_SEED",
@@ -182,8 +183,6 @@ def _is_datasite_process(pid: int) -> bool:
 
 def server_pid(config: DatasiteConfig) -> int | None:
     """Pid of the datasite's running HTTP server, or ``None`` (no pid file, dead or foreign pid)."""
-    from fedmugrep.pysyft.server import pid_alive, read_pid_file  # deferred: loads torch
-
     pid = read_pid_file(config.pid_file)
     if pid is None or not pid_alive(pid) or not _is_datasite_process(pid):
         return None
@@ -540,8 +539,6 @@ def upload_missing(
 # =============================================================================== stop
 def run_stop(args: argparse.Namespace) -> int:
     """Execute ``fedmugrep datasite stop``."""
-    from fedmugrep.pysyft.server import pid_alive, read_pid_file  # deferred: loads torch
-
     config = load_config(args.config)
     pid = read_pid_file(config.pid_file)
     report: dict[str, Any] = {"name": config.name, "pid": pid, "stopped": False}

@@ -329,24 +329,34 @@ def run_submit(args: argparse.Namespace, fed: FederationFile, session: Any) -> i
     """Execute ``fedmugrep federation submit``."""
     run_id = session.submit(progress=not args.quiet)
     states = session.review_states()
+    ids = session.request_ids()
     if args.json:
-        print(json.dumps({"run_id": run_id, "requests": states}, indent=2))
+        print(json.dumps({"run_id": run_id, "requests": states, "request_ids": ids}, indent=2))
         return 0
     print(f"submitted training request {run_id} to {len(states)} datasites:")
     for name, state in states.items():
-        print(f"  {name}: {state}")
-    print(f"next: ask each owner to review it; then fedmugrep federation status --file {fed.path}")
+        print(f"  {name}: {state}{_id_note(ids.get(name))}")
+    print(
+        "next: ask each owner to review it (fedmugrep requests show --config THEIR.toml ID); "
+        f"then fedmugrep federation status --file {fed.path}"
+    )
     return 0
+
+
+def _id_note(request_id: str | None) -> str:
+    # 8 characters, the id prefix `fedmugrep requests list` shows the owner
+    return f" (request {request_id[:8]})" if request_id else ""
 
 
 def run_status(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation status``."""
     states = session.review_states()
+    ids = session.request_ids()
     if args.json:
-        print(json.dumps({"requests": states}, indent=2))
+        print(json.dumps({"requests": states, "request_ids": ids}, indent=2))
         return 0
     for name, state in states.items():
-        print(f"  {name}: {state}")
+        print(f"  {name}: {state}{_id_note(ids.get(name))}")
     if all(s == "approved" for s in states.values()):
         print(f"every owner approved: fedmugrep federation train --file {fed.path}")
     return 0

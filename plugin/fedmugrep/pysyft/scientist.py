@@ -412,6 +412,34 @@ class DataScientistSession:
         run_id = self.run_id or self._saved_run_id()
         return {n: self._request_state(n, run_id) for n in self.targets}
 
+    def request_ids(self) -> dict[str, str | None]:
+        """Datasite name -> the id of this session's request there (hex, no dashes; what
+        ``fedmugrep requests show|approve|deny`` take, or a prefix of it), ``None`` where it
+        was not submitted. The data scientist reads only their own requests."""
+        from fedmugrep.pysyft.runtime import find_code, pinned_constant  # deferred: loads syft
+
+        self._need_connected()
+        run_id = self.run_id or self._saved_run_id()
+        out: dict[str, str | None] = {}
+        for name in self.targets:
+            out[name] = None
+            if run_id is None:
+                continue
+            with quiet_syft():
+                codes = self._codes(name, run_id, find_code, pinned_constant)
+                if not codes:
+                    continue
+                code_id = codes[-1].id
+                for request in self.clients[name].requests.get_all():
+                    try:
+                        linked = request.code_id
+                    except Exception:  # noqa: BLE001 - a request without code (not ours)
+                        continue
+                    if linked == code_id:
+                        out[name] = str(request.id).replace("-", "").lower()
+                        break
+        return out
+
     def require_approved(self) -> None:
         """Raises:
         RequestDeniedError: an owner denied the request (the message has their reason).

@@ -49,6 +49,7 @@ from fedmugrep.errors import ConfigError, FedMugRepError
 from fedmugrep.federation.contract import fedmugrep_code_hash
 from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
 from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask, set_private_umask
+from fedmugrep.pysyft.pidfile import pid_alive, read_pid_file
 from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import HOME_ENV, NAME_ENV, DatasiteCall, bind_datasite_call
 
@@ -303,31 +304,6 @@ def _pid_file(path: Path) -> Iterator[None]:
     finally:
         if read_pid_file(path) == os.getpid():
             path.unlink(missing_ok=True)
-
-
-def read_pid_file(path: Path) -> int | None:
-    """The pid in a pid file, or ``None`` when it is missing or unreadable."""
-    try:
-        return int(path.read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (and is not a zombie, on Linux)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return True
-    return True
 
 
 def _start_parent_watchdog(parent_pid: int, interval: float = 1.0) -> None:
