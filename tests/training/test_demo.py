@@ -20,10 +20,22 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
             "2",
             "--epsilon",
             "4",
-            "--quiet",
         ]
     )
     assert rc == 0
+    # every phase that takes more than a moment shows its progress (bars on stderr), and each
+    # owner's review sheet is printed before the approval
+    std = capsys.readouterr()
+    assert "train-central:" in std.err  # stops early on validation, before its 100 %
+    for phase in (
+        "starting datasites (inprocess)",
+        "uploading private data and mocks",
+        "pretraining on the mocks",
+        "set-up releases",
+        "federated rounds",
+    ):
+        assert f"{phase}: 100%" in std.err, phase
+    assert std.out.count("--- datasite 'agency1': review ---") == 1
     rep = json.loads((out / "report.json").read_text())
     for key in ("mae", "mape", "mae_log"):
         assert rep["federated"][key] > 0
@@ -68,8 +80,7 @@ def test_demo_runs_federated_over_datasites_and_reports(tmp_path, capsys):
     assert sorted(checks) == sorted(rep["privacy"])
     assert {c.status for c in checks.values()} == {"verified"}
     assert page.read_text(encoding="utf-8").count("✔ verified") == 4
-    text = capsys.readouterr().out
-    assert "epsilon" in text and "x centralized" in text
+    assert "epsilon" in std.out and "x centralized" in std.out
 
     # run again into the same folder, without a region datasite: the previous run's datasites
     # (whose ledgers hold the budget it spent) are replaced, not charged again

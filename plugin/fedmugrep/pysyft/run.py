@@ -31,11 +31,12 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from fedmugrep.errors import ConfigError
 from fedmugrep.federation.admission import region_contract, transaction_contract
@@ -220,20 +221,36 @@ def run_syft(
     display.__enter__()
     try:
         # ---------------------------------------------------------------- data owners
+        bar = tqdm(
+            total=len(site_homes),
+            desc=f"starting datasites ({mode})",
+            unit="datasite",
+            disable=not progress,
+        )
         if mode == "http":  # server processes start in parallel (each takes seconds)
             errors: list[BaseException] = []
             with ThreadPoolExecutor(max_workers=len(site_homes)) as pool:
-                futures = {n: pool.submit(start, n) for n in site_homes}
-                for n, future in futures.items():
+                futures = {pool.submit(start, n): n for n in site_homes}
+                for future in as_completed(futures):
                     try:
-                        handles[n] = future.result()
+                        handles[futures[future]] = future.result()
                     except BaseException as exc:  # noqa: BLE001 - re-raised below
                         errors.append(exc)
+                    bar.update()
             if errors:
+                bar.close()
                 raise errors[0]
         else:
             for n in site_homes:
                 handles[n] = start(n)
+                bar.update()
+        bar.close()
+        uploads = tqdm(
+            total=0 if resume else len(site_homes),
+            desc="uploading private data and mocks",
+            unit="datasite",
+            disable=not progress or resume,
+        )
         if not resume:  # a resumed run finds its datasites as they were
             where = "; ".join(decl.describe())
             if region_datasite:
@@ -256,6 +273,7 @@ def run_syft(
                     else "mobility flows (mock: synthetic flows)",
                 )
                 cap_or_allow(site_homes[region_name], region_name, caps.region)
+                uploads.update()
             for name, df in city.agencies.items():
                 admin = open_site(name)
                 upload_dataset(
@@ -266,7 +284,9 @@ def run_syft(
                     description=f"{name}'s sales with prices (mock: {where})",
                 )
                 cap_or_allow(site_homes[name], name, caps.agency)
+                uploads.update()
             _save_harness(ck_dir, data_scientist, ds_password)
+        uploads.close()
 
         # ---------------------------------------------------------------- data scientist
         roles = {n: ("region" if n == region_name else "transactions") for n in site_homes}
