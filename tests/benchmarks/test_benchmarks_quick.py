@@ -36,6 +36,7 @@ EXPECTED = {
     "device_training": {"top": {"machine", "rows", "transactions", "cuda_available"}},
     "accuracy": {"top": {"machine", "runs", "summary", "goals", "sweep", "rounds", "seeds"}},
     "own_data": {"top": {"machine", "runs", "summary", "federated_over_central", "mocks"}},
+    "disk": {"top": {"machine", "rounds", "runs", "per_round", "coordinator_per_round", "goal"}},
     "overhead": {
         "top": {
             "machine",
@@ -149,3 +150,24 @@ def test_device_training_quick(tmp_path: Path) -> None:
     for r in data["rows"]:
         assert r["median_epoch_seconds"] > 0 and r["device_name"]
         assert r["last_loss"] < r["first_loss"]  # it trains, on every device
+
+
+@pytest.mark.slow
+def test_disk_quick(tmp_path: Path) -> None:
+    data = _run("disk", tmp_path)
+    assert set(data["per_round"]) == {"agency1", "agency2", "agency3", "region"}
+    for name, row in data["per_round"].items():
+        parts = {k: v for k, v in row.items() if k != "total"}
+        assert row["total"] == pytest.approx(sum(parts.values())), name
+        assert row["syft store"] > 0, name  # PySyft keeps every call's inputs and outputs
+    for name in ("agency1", "agency2", "agency3"):
+        assert data["per_round"][name]["releases"] > 0  # each round's step reply is recorded
+    assert data["per_round"]["region"]["model state"] > 0  # model 2 after every round
+    for run in data["runs"]:  # every part measured on every datasite
+        assert all(
+            set(parts) == set(data["per_round"]["region"]) - {"total"}
+            for parts in run["sites"].values()
+        )
+    assert data["goal"]["max_bytes_per_round"] == max(
+        r["total"] for r in data["per_round"].values()
+    )
