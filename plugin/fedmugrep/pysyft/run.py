@@ -32,6 +32,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,10 @@ Mode = Literal["inprocess", "http"]
 #: The data scientist's generated password, kept (0600) in the coordinator's folder so that
 #: ``resume`` can log in again: only this harness, which plays every role, needs it.
 HARNESS_FILE = "harness.json"
+
+
+#: Name of the region datasite (and of its home folder) in a one-process run.
+REGION_NAME = "region"
 
 
 # ============================================================================ the run
@@ -143,16 +148,6 @@ def run_syft(
         ConfigError: on a bad city folder, mode or plan; with ``resume``, when there is no run
             to resume in ``home`` or the plan differs from the approved one.
     """
-    from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
-        DatasiteConfig,
-        approve_request,
-        describe_request,
-        launch_datasite,
-        list_requests,
-        register_data_scientist,
-        upload_dataset,
-    )
-
     if mode not in ("inprocess", "http"):
         raise ConfigError(f"mode must be 'inprocess' or 'http' (got {mode!r})")
     if call_timeout is not None and not call_timeout > 0:
@@ -165,11 +160,9 @@ def run_syft(
     if decl.kind == "synthetic":
         decl = MockDeclaration(kind="synthetic", seed=mock_seed, source=decl.source)
     city = CityTables(city_dir, decl)
-    caps = owner_caps(plan, cap_epsilon)
     package_dir = Path(pythonpath[0]) / "fedmugrep" if pythonpath else None
     ck_dir = home / "coordinator"
-    region_name = "region"
-    site_homes = {region_name: home / region_name} if region_datasite else {}
+    site_homes = {REGION_NAME: home / REGION_NAME} if region_datasite else {}
     site_homes.update({n: home / f.stem for n, f in city.files.items()})
     ds_password = _harness_password(ck_dir, data_scientist) if resume else None
     if ds_password is None:
@@ -179,38 +172,18 @@ def run_syft(
                 "were submitted); start a new run without resume"
             )
         ds_password = secrets.token_urlsafe(18)
-    handles: dict[str, Any] = {}
-    admins: dict[str, Any] = {}
-
-    def start(name: str) -> Any:
-        clear_party_cache(site_homes[name])
-        config = DatasiteConfig(
-            name=name,
-            home=site_homes[name],
-            admin_email=f"owner@{name}.example",
-            admin_password=secrets.token_urlsafe(18),
-        )
-        return launch_datasite(
-            config,
-            mode=mode,
-            reset=not resume,
-            pythonpath=pythonpath,
-            startup_timeout=startup_timeout,
-        )
-
-    def open_site(name: str) -> Any:
-        admin = handles[name].login_admin()
-        admins[name] = admin
-        register_data_scientist(
-            admin, email=data_scientist, name="Data scientist", password=ds_password
-        )
-        return admin
-
-    def cap_or_allow(site_home: Path, name: str, cap: float | None) -> None:
-        if cap is not None:
-            Ledger(site_home).set_cap(data_scientist, name, epsilon=cap, delta=caps.delta)
-        else:
-            allow_exact_release(site_home, by=f"owner@{name}.example", reason="no privacy plan")
+    owners = _PlayedOwners(
+        city=city,
+        caps=owner_caps(plan, cap_epsilon),
+        site_homes=site_homes,
+        data_scientist=data_scientist,
+        ds_password=ds_password,
+        mode=mode,
+        resume=resume,
+        pythonpath=pythonpath,
+        startup_timeout=startup_timeout,
+        progress=progress,
+    )
 
     # PySyft renders repr() and str() of a DataFrame asset every time it loads it from its
     # store (~20 times per call); with pandas' default of fitting columns to the terminal that
@@ -220,41 +193,142 @@ def run_syft(
     )
     display.__enter__()
     try:
-        # ---------------------------------------------------------------- data owners
-        bar = tqdm(
-            total=len(site_homes),
-            desc=f"starting datasites ({mode})",
-            unit="datasite",
-            disable=not progress,
+        owners.start_all()
+        if not resume:  # a resumed run finds its datasites as they were
+            owners.upload_all()
+            _save_harness(ck_dir, data_scientist, ds_password)
+
+        roles = {n: ("region" if n == REGION_NAME else "transactions") for n in site_homes}
+        session = DataScientistSession(
+            owners.handles,
+            roles,
+            email=data_scientist,
+            password=ds_password,
+            plan=plan,
+            home=ck_dir,
+            geography=None if region_datasite else city.geography,
         )
-        if mode == "http":  # server processes start in parallel (each takes seconds)
+        session.connect()
+        if not resume:
+            session.submit(package_dir=package_dir, progress=progress)
+        owners.approve_pending()
+
+        if parallel is None:
+            parallel = mode == "http"
+        result = session.train(
+            progress=progress,
+            parallel=parallel,
+            call_timeout=call_timeout if mode == "http" else None,
+            resume=resume,
+            t_start=t_start,
+        )
+        result.homes = {n: h.config.home for n, h in owners.handles.items()}
+        return result
+    finally:
+        display.__exit__(None, None, None)
+        owners.stop_all()
+
+
+@dataclass
+class _PlayedOwners:
+    """The data owners :func:`run_syft` plays, one per datasite: each starts their datasite,
+    uploads their private data with its mock, opens the data scientist's account with a cap
+    (or, without a privacy plan, the opt-in to exact releases), and reviews and approves the
+    pending requests."""
+
+    city: CityTables
+    caps: Any
+    site_homes: dict[str, Path]
+    data_scientist: str
+    ds_password: str
+    mode: Mode
+    resume: bool
+    pythonpath: Sequence[str | Path] | None
+    startup_timeout: float
+    progress: bool
+    handles: dict[str, Any] = field(default_factory=dict)
+    admins: dict[str, Any] = field(default_factory=dict)
+
+    def _start(self, name: str) -> Any:
+        from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
+            DatasiteConfig,
+            launch_datasite,
+        )
+
+        clear_party_cache(self.site_homes[name])
+        config = DatasiteConfig(
+            name=name,
+            home=self.site_homes[name],
+            admin_email=f"owner@{name}.example",
+            admin_password=secrets.token_urlsafe(18),
+        )
+        return launch_datasite(
+            config,
+            mode=self.mode,
+            reset=not self.resume,
+            pythonpath=self.pythonpath,
+            startup_timeout=self.startup_timeout,
+        )
+
+    def start_all(self) -> None:
+        """Start every datasite (HTTP servers in parallel: each takes seconds)."""
+        bar = tqdm(
+            total=len(self.site_homes),
+            desc=f"starting datasites ({self.mode})",
+            unit="datasite",
+            disable=not self.progress,
+        )
+        try:
+            if self.mode != "http":
+                for n in self.site_homes:
+                    self.handles[n] = self._start(n)
+                    bar.update()
+                return
             errors: list[BaseException] = []
-            with ThreadPoolExecutor(max_workers=len(site_homes)) as pool:
-                futures = {pool.submit(start, n): n for n in site_homes}
+            with ThreadPoolExecutor(max_workers=len(self.site_homes)) as pool:
+                futures = {pool.submit(self._start, n): n for n in self.site_homes}
                 for future in as_completed(futures):
                     try:
-                        handles[futures[future]] = future.result()
+                        self.handles[futures[future]] = future.result()
                     except BaseException as exc:  # noqa: BLE001 - re-raised below
                         errors.append(exc)
                     bar.update()
             if errors:
-                bar.close()
                 raise errors[0]
+        finally:
+            bar.close()
+
+    def _open(self, name: str, cap: float | None) -> Any:
+        """Log in as the owner, create the data scientist's account, set their cap."""
+        from fedmugrep.pysyft.runtime import register_data_scientist  # deferred: loads syft
+
+        admin = self.handles[name].login_admin()
+        self.admins[name] = admin
+        register_data_scientist(
+            admin, email=self.data_scientist, name="Data scientist", password=self.ds_password
+        )
+        home = self.site_homes[name]
+        if cap is not None:
+            Ledger(home).set_cap(self.data_scientist, name, epsilon=cap, delta=self.caps.delta)
         else:
-            for n in site_homes:
-                handles[n] = start(n)
-                bar.update()
-        bar.close()
-        uploads = tqdm(
-            total=0 if resume else len(site_homes),
+            allow_exact_release(home, by=f"owner@{name}.example", reason="no privacy plan")
+        return admin
+
+    def upload_all(self) -> None:
+        """Every owner uploads their private data with its mock and opens the account."""
+        from fedmugrep.pysyft.runtime import upload_dataset  # deferred: loads syft, torch
+
+        city = self.city
+        decl = city.declaration
+        where = "; ".join(decl.describe())
+        with tqdm(
+            total=len(self.site_homes),
             desc="uploading private data and mocks",
             unit="datasite",
-            disable=not progress or resume,
-        )
-        if not resume:  # a resumed run finds its datasites as they were
-            where = "; ".join(decl.describe())
-            if region_datasite:
-                admin = open_site(region_name)
+            disable=not self.progress,
+        ) as bar:
+            if REGION_NAME in self.site_homes:
+                admin = self._open(REGION_NAME, self.caps.region)
                 comms_mock, mob_mock = city.region_mocks()
                 upload_dataset(
                     admin,
@@ -272,10 +346,9 @@ def run_syft(
                     if decl.kind != "synthetic"
                     else "mobility flows (mock: synthetic flows)",
                 )
-                cap_or_allow(site_homes[region_name], region_name, caps.region)
-                uploads.update()
+                bar.update()
             for name, df in city.agencies.items():
-                admin = open_site(name)
+                admin = self._open(name, self.caps.agency)
                 upload_dataset(
                     admin,
                     name="transactions",
@@ -283,55 +356,32 @@ def run_syft(
                     mock=city.agency_mock(name),
                     description=f"{name}'s sales with prices (mock: {where})",
                 )
-                cap_or_allow(site_homes[name], name, caps.agency)
-                uploads.update()
-            _save_harness(ck_dir, data_scientist, ds_password)
-        uploads.close()
+                bar.update()
 
-        # ---------------------------------------------------------------- data scientist
-        roles = {n: ("region" if n == region_name else "transactions") for n in site_homes}
-        session = DataScientistSession(
-            handles,
-            roles,
-            email=data_scientist,
-            password=ds_password,
-            plan=plan,
-            home=ck_dir,
-            geography=None if region_datasite else city.geography,
+    def approve_pending(self) -> None:
+        """Each owner reads the review sheet of every pending request and approves it."""
+        from fedmugrep.pysyft.runtime import (  # deferred: loads syft, torch
+            approve_request,
+            describe_request,
+            list_requests,
         )
-        session.connect()
-        if not resume:
-            session.submit(package_dir=package_dir, progress=progress)
 
-        # ---------------------------------------------------------------- owners review
-        for n, admin in admins.items():
+        for n, admin in self.admins.items():
             for request in list_requests(admin, status="pending"):
-                if progress:
+                if self.progress:
                     print(f"--- datasite '{n}': review ---\n{describe_request(request)}")
                 approve_request(request)
-                if progress:
+                if self.progress:
                     print(f"--- datasite '{n}': approved ---")
 
-        # ---------------------------------------------------------------- training
-        if parallel is None:
-            parallel = mode == "http"
-        result = session.train(
-            progress=progress,
-            parallel=parallel,
-            call_timeout=call_timeout if mode == "http" else None,
-            resume=resume,
-            t_start=t_start,
-        )
-        result.homes = {n: h.config.home for n, h in handles.items()}
-        return result
-    finally:
-        display.__exit__(None, None, None)
-        for handle in handles.values():
+    def stop_all(self) -> None:
+        """Stop every datasite that started, whatever happens, and drop the party caches."""
+        for handle in self.handles.values():
             try:
                 handle.stop()
             except Exception:  # noqa: BLE001 - stop the others whatever happens
                 pass
-        for handle in handles.values():
+        for handle in self.handles.values():
             clear_party_cache(handle.config.home)
 
 
