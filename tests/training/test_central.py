@@ -126,3 +126,26 @@ def test_temporal_split_accepts_microsecond_datetimes():
     a, b = temporal_split(ns), temporal_split(ns.astype("datetime64[us]"))
     assert (a.train == b.train).all() and (a.test == b.test).all()
     assert 0 < b.test.sum() < 30  # not everything in the test split
+
+
+def test_interval_bounds_of_a_far_off_model_stay_finite_and_positive() -> None:
+    """A noisy private model can predict a log-sigma in the thousands: the 80 % bounds and the
+    interval width must stay finite (the owner's report takes their log), without warnings."""
+    import warnings
+
+    import numpy as np
+
+    from fedmugrep.training.metrics import Z80, bounded_exp, distribution_metrics
+
+    mu = np.array([12.0, 12.5, 13.0])
+    sigma = np.array([0.2, 900.0, 5000.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would raise here
+        lo, hi = bounded_exp(mu - Z80 * sigma), bounded_exp(mu + Z80 * sigma)
+        out = distribution_metrics(np.exp(mu), mu, sigma)
+        logs = np.log(hi) - np.log(lo)
+    assert np.isfinite(lo).all() and (lo > 0).all() and np.isfinite(hi).all()
+    assert np.isfinite(out["interval80_rel_width"]) and out["coverage80"] == 1.0
+    assert np.isfinite(logs).all()
+    # where nothing overflows, it is exp itself
+    assert bounded_exp(mu[0] + Z80 * sigma[0]) == np.exp(mu[0] + Z80 * sigma[0])

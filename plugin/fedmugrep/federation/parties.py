@@ -46,7 +46,7 @@ from fedmugrep.privacy.gaussian import GaussianMechanism
 from fedmugrep.privacy.laplace import LaplaceMechanism
 from fedmugrep.privacy.ledger import Ledger, payload_digest
 from fedmugrep.privacy.witness import check_witness, record_release
-from fedmugrep.training.metrics import Z80, distribution_metrics
+from fedmugrep.training.metrics import Z80, bounded_exp, distribution_metrics
 from fedmugrep.training.per_target import clipped_gradient_sums, sum_sensitivity
 from fedmugrep.training.prepare import transaction_graph
 
@@ -540,9 +540,9 @@ class TransactionParty(_ReleasingParty):
         pred = rows[cols].copy()
         pred.insert(0, "agency", self.name)
         pred["price"] = rows["price"].to_numpy()
-        pred["pred_median"] = np.exp(mu[mask])
-        pred["pred_lo80"] = np.exp(mu[mask] - Z80 * sig[mask])
-        pred["pred_hi80"] = np.exp(mu[mask] + Z80 * sig[mask])
+        pred["pred_median"] = bounded_exp(mu[mask])
+        pred["pred_lo80"] = bounded_exp(mu[mask] - Z80 * sig[mask])
+        pred["pred_hi80"] = bounded_exp(mu[mask] + Z80 * sig[mask])
         csv_path = folder / f"{self.name}-{split}-predictions.csv"
         json_path = folder / f"{self.name}-{split}.json"
         pred.to_csv(csv_path, index=False)

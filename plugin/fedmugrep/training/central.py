@@ -27,7 +27,7 @@ from fedmugrep.data.synthetic import bayes_floor
 from fedmugrep.errors import DataValidationError
 from fedmugrep.models.mugrep import ModelConfig, MugRepModel
 from fedmugrep.training.baselines import run_baselines
-from fedmugrep.training.metrics import distribution_metrics
+from fedmugrep.training.metrics import Z80, bounded_exp, distribution_metrics
 from fedmugrep.training.prepare import (
     GraphConfig,
     community_graph,
@@ -259,10 +259,6 @@ def central_reference(
     return report
 
 
-#: z of the 10th and 90th percentiles of a normal: the 80% interval of a log-normal price.
-_Z80 = 1.2815515655446004
-
-
 def central_run(
     transaction_files: list[Path],
     communities_file: Path | None,
@@ -290,7 +286,7 @@ def central_run(
     mu, sigma = art["mu_log"][test], art["sigma_log"][test]
     cols = [c for c in ("transaction_id", "date", "community", "district", "lat", "lon") if c in tx]
     predictions = tx.loc[test, cols + ["price"]].reset_index(drop=True)
-    predictions["pred_median"] = np.exp(mu)
-    predictions["pred_lo80"] = np.exp(mu - _Z80 * sigma)
-    predictions["pred_hi80"] = np.exp(mu + _Z80 * sigma)
+    predictions["pred_median"] = bounded_exp(mu)
+    predictions["pred_lo80"] = bounded_exp(mu - Z80 * sigma)
+    predictions["pred_hi80"] = bounded_exp(mu + Z80 * sigma)
     return public_report(report), predictions

@@ -12,7 +12,7 @@ import torch
 from fedmugrep.errors import ConfigError
 from fedmugrep.graphs.event import build_query_edges
 from fedmugrep.models.mugrep import EventModel, ModelConfig, Prediction, TransactionGraph
-from fedmugrep.training.metrics import Z80
+from fedmugrep.training.metrics import Z80, bounded_exp
 from fedmugrep.training.prepare import Encoders, GraphConfig, days_since_epoch
 
 __all__ = [
@@ -126,9 +126,9 @@ def appraisal_table(
     return pd.DataFrame(
         {
             id_column: ids.astype(str).to_numpy(),
-            "pred_median": np.exp(mu_log),
-            "pred_lo80": np.exp(mu_log - Z80 * sigma_log),
-            "pred_hi80": np.exp(mu_log + Z80 * sigma_log),
+            "pred_median": bounded_exp(mu_log),
+            "pred_lo80": bounded_exp(mu_log - Z80 * sigma_log),
+            "pred_hi80": bounded_exp(mu_log + Z80 * sigma_log),
             "sigma_log": sigma_log,
             "noise_scale_log": np.broadcast_to(
                 np.asarray(noise_scale_log, np.float64), mu_log.shape
