@@ -119,3 +119,14 @@ def test_accuracy_figures_in_the_docs_are_the_committed_results() -> None:
     assert f"{eps8 / central:.3f} ×" in readme
     assert f"({eps8 / central:.2f} ×)" in federation
     assert f"| {eps8 / central:.3f} × | ≤ 1.25 × ✔ |" in bench
+
+
+def test_the_module_paths_architecture_names_exist() -> None:
+    """Every ``module/file.py`` or ``folder/`` the architecture map names is in the package (or,
+    for tests and benchmarks, in the repository)."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    paths = set(re.findall(r"`([a-z_]+/[a-z_/]*(?:\.py)?)`", text))
+    assert len(paths) > 20, paths  # the pattern sees them
+    package = ROOT / "plugin" / "fedmugrep"
+    missing = sorted(p for p in paths if not (package / p).exists() and not (ROOT / p).exists())
+    assert missing == []
