@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from fedmugrep.report import plots
 from fedmugrep.report.inputs import (
     LedgerCheck,
-    Missing,
     ReportInputs,
     load_inputs,
     rerun_hint,
@@ -350,15 +349,31 @@ def _bytes_ratio(history: list[dict[str, Any]], upload_rate: Any = None) -> str:
 
 
 def _sections(inputs: ReportInputs) -> list[_Section]:
-    rep, miss = inputs.report, inputs.missing
+    """The page's six sections, in order; a section whose input is missing says what is missing
+    and which command writes it."""
+    return [
+        build(inputs)
+        for build in (
+            _training_section,
+            _epsilon_section,
+            _bytes_section,
+            _map_section,
+            _calibration_section,
+            _sweep_section,
+        )
+    ]
+
+
+def _missing_text(miss: Mapping[str, Any], key: str) -> str:
+    return str(miss.get(key))
+
+
+def _training_section(inputs: ReportInputs) -> _Section:
+    """Section 1: training curves, or, for a private run, what it released (ε per round, the
+    noised test metrics)."""
+    rep = inputs.report
+    miss = inputs.missing
     files = dict(FIGURES)
-    out: list[_Section] = []
-
-    def missing_text(key: str) -> str:
-        m = miss.get(key)
-        return str(m) if isinstance(m, Missing) else str(m)
-
-    # 1. training
     central = inputs.kind == "train-central"
     unit = "epoch" if central else "round"
     released = rep.get("federated_released", rep.get("released"))
@@ -366,7 +381,7 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
     exact = rep.get("federated") if isinstance(rep.get("federated"), Mapping) else None
     s = _Section("training", "1. Training and validation curves")
     if "history" in miss and not (_private(inputs) and released):
-        s.missing = missing_text("history")
+        s.missing = _missing_text(miss, "history")
     elif _private(inputs):
         s.title = "1. Training: what a private run releases"
         has_loss = any(r.get("train_loss") is not None for r in inputs.history)
@@ -440,12 +455,16 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
                 f"{inputs.run_dir / 'report.json'}: the history has neither train_loss "
                 f"nor val_mae_log. To produce it: {rerun_hint(rep, inputs.run_dir)}."
             )
-    out.append(s)
+    return s
 
-    # 2. epsilon
+
+def _epsilon_section(inputs: ReportInputs) -> _Section:
+    """Section 2: ε spent per datasite against its cap."""
+    miss = inputs.missing
+    files = dict(FIGURES)
     s = _Section("epsilon", "2. Privacy budget spent per datasite")
     if "epsilon" in miss:
-        s.missing = missing_text("epsilon")
+        s.missing = _missing_text(miss, "epsilon")
     else:
         _draw(
             s, lambda: plots.epsilon_spent(inputs.epsilon_curves, inputs.privacy), files["epsilon"]
@@ -462,9 +481,15 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
             "and counts, besides those of every round), because report.json has no per-round ε. "
             "Dashed: the cap."
         )
-    out.append(s)
+    return s
 
-    # 3. bytes
+
+def _bytes_section(inputs: ReportInputs) -> _Section:
+    """Section 3: bytes uploaded per round against the dense update."""
+    rep = inputs.report
+    miss = inputs.missing
+    files = dict(FIGURES)
+    central = inputs.kind == "train-central"
     s = _Section("bytes", "3. Communication per round")
     if central:
         s.missing = (
@@ -473,7 +498,7 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
             "each datasite uploads per round."
         )
     elif "history" in miss:
-        s.missing = missing_text("history")
+        s.missing = _missing_text(miss, "history")
     else:
         _draw(s, lambda: plots.bytes_per_round(inputs.history), files["bytes"])
         if s.png is None:
@@ -489,12 +514,18 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
                 "and marker per datasite, log scale) against the same update sent dense, without "
                 "compression (dashed)." + s.caption_extra
             )
-    out.append(s)
+    return s
 
-    # 4. map
+
+def _map_section(inputs: ReportInputs) -> _Section:
+    """Section 4: the city map of predicted prices and test errors."""
+    miss = inputs.missing
+    files = dict(FIGURES)
     s = _Section("map", "4. City map: predicted price level and test error")
     if "communities" in miss or "predictions" in miss:
-        s.missing = " ".join(missing_text(k) for k in ("communities", "predictions") if k in miss)
+        s.missing = " ".join(
+            _missing_text(miss, k) for k in ("communities", "predictions") if k in miss
+        )
     else:
         preds, comms = inputs.predictions, inputs.communities
         assert preds is not None and comms is not None
@@ -514,12 +545,16 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
                 "Right: mean absolute percentage error of the predicted median on those sales "
                 "(colour scale from the 5th to the 95th percentile of communities). Hollow grey: no test sale."
             )
-    out.append(s)
+    return s
 
-    # 5. predicted vs actual
+
+def _calibration_section(inputs: ReportInputs) -> _Section:
+    """Section 5: predicted against actual prices with the 80 % intervals."""
+    miss = inputs.missing
+    files = dict(FIGURES)
     s = _Section("calibration", "5. Predicted vs actual price with 80% intervals")
     if "predictions" in miss:
-        s.missing = missing_text("predictions")
+        s.missing = _missing_text(miss, "predictions")
     else:
         preds = inputs.predictions
         assert preds is not None
@@ -531,12 +566,17 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
             f"there are many). <b>Coverage: {100 * cov:.1f}%</b> of actual prices fall inside "
             "their 80% interval (a calibrated model gives about 80%)."
         )
-    out.append(s)
+    return s
 
-    # 6. sweep
+
+def _sweep_section(inputs: ReportInputs) -> _Section:
+    """Section 6: the privacy–utility sweep."""
+    rep = inputs.report
+    miss = inputs.missing
+    files = dict(FIGURES)
     s = _Section("sweep", "6. Privacy–utility trade-off")
     if "sweep" in miss:
-        s.missing = missing_text("sweep")
+        s.missing = _missing_text(miss, "sweep")
     else:
         sweep = inputs.sweep
         assert sweep is not None
@@ -567,8 +607,7 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
             )
             + ". Smaller ε means stronger privacy and more noise."
         )
-    out.append(s)
-    return out
+    return s
 
 
 # --------------------------------------------------------------------------- page
