@@ -328,8 +328,7 @@ def budget_lines(site: Any, email: str) -> list[str]:
 def run_submit(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation submit``."""
     run_id = session.submit(progress=not args.quiet)
-    states = session.review_states()
-    ids = session.request_ids()
+    states, ids = _review(session)
     if args.json:
         print(json.dumps({"run_id": run_id, "requests": states, "request_ids": ids}, indent=2))
         return 0
@@ -343,6 +342,12 @@ def run_submit(args: argparse.Namespace, fed: FederationFile, session: Any) -> i
     return 0
 
 
+def _review(session: Any) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Each datasite's review state and request id."""
+    review = session.review()
+    return {n: st for n, (st, _) in review.items()}, {n: i for n, (_, i) in review.items()}
+
+
 def _id_note(request_id: str | None) -> str:
     # 8 characters, the id prefix `fedmugrep requests list` shows the owner
     return f" (request {request_id[:8]})" if request_id else ""
@@ -350,8 +355,7 @@ def _id_note(request_id: str | None) -> str:
 
 def run_status(args: argparse.Namespace, fed: FederationFile, session: Any) -> int:
     """Execute ``fedmugrep federation status``."""
-    states = session.review_states()
-    ids = session.request_ids()
+    states, ids = _review(session)
     if args.json:
         print(json.dumps({"requests": states, "request_ids": ids}, indent=2))
         return 0

@@ -80,7 +80,6 @@ from fedmugrep.federation.wire import (
 from fedmugrep.privacy.ledger import Ledger
 from fedmugrep.pysyft.remote import RemoteContext
 
-
 TRANSACTION_METHODS = ("release_intra", "step", "release_calibration", "evaluate")
 REGION_METHODS = ("forward", "backward", "restore")
 

@@ -86,10 +86,11 @@ from fedmugrep.errors import (
 from fedmugrep.federation.contract import PrivacyContract, fedmugrep_code_hash
 from fedmugrep.pysyft.config import DatasiteConfig, load_datasite_config
 from fedmugrep.pysyft.owner_files import enforce_private_home, private_umask
+from fedmugrep.pysyft.pidfile import pid_alive, read_pid_file
 from fedmugrep.pysyft.policy import CALL_CAP_REFUSAL, CallCapPolicy
 from fedmugrep.pysyft.quiet import quiet_syft
 from fedmugrep.pysyft.remote import ENVELOPE_KEY, mark_mock, strip_mock_marker
-from fedmugrep.pysyft.server import build_datasite, pid_alive, read_pid_file
+from fedmugrep.pysyft.server import build_datasite
 
 T = TypeVar("T")
 

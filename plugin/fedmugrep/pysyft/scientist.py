@@ -383,19 +383,43 @@ class DataScientistSession:
         return comms[[c for c in ("community", "district", "lat", "lon") if c in comms.columns]]
 
     # ------------------------------------------------------------------ review state
-    def _request_state(self, name: str, run_id: str | None) -> str:
+    def _latest_code(self, name: str, run_id: str | None) -> Any:
+        """The datasite's newest code of run ``run_id``, or ``None`` (not submitted)."""
         from fedmugrep.pysyft.runtime import find_code, pinned_constant  # deferred: loads syft
 
         if run_id is None:
-            return "not submitted"
+            return None
         with quiet_syft():
             codes = self._codes(name, run_id, find_code, pinned_constant)
-            if not codes:
-                return "not submitted"
-            status = codes[-1].status
+        return codes[-1] if codes else None
+
+    @staticmethod
+    def _code_state(code: Any) -> str:
+        if code is None:
+            return "not submitted"
+        with quiet_syft():
+            status = code.status
             if status.denied:
                 return f"denied: {status.first_denial_reason}"
             return "approved" if status.approved else "pending"
+
+    def _request_state(self, name: str, run_id: str | None) -> str:
+        return self._code_state(self._latest_code(name, run_id))
+
+    def _request_id(self, name: str, code: Any) -> str | None:
+        """The id of the request that submitted ``code`` (hex, no dashes), read from the data
+        scientist's own requests on the datasite."""
+        if code is None:
+            return None
+        with quiet_syft():
+            for request in self.clients[name].requests.get_all():
+                try:
+                    linked = request.code_id
+                except Exception:  # noqa: BLE001 - a request without code (not ours)
+                    continue
+                if linked == code.id:
+                    return str(request.id).replace("-", "").lower()
+        return None
 
     def _codes(self, name: str, run_id: str, find_code: Any, pinned_constant: Any) -> list[Any]:
         """The datasite's code of run ``run_id`` (its request's function, pinning the run)."""
@@ -412,32 +436,16 @@ class DataScientistSession:
         run_id = self.run_id or self._saved_run_id()
         return {n: self._request_state(n, run_id) for n in self.targets}
 
-    def request_ids(self) -> dict[str, str | None]:
-        """Datasite name -> the id of this session's request there (hex, no dashes; what
-        ``fedmugrep requests show|approve|deny`` take, or a prefix of it), ``None`` where it
-        was not submitted. The data scientist reads only their own requests."""
-        from fedmugrep.pysyft.runtime import find_code, pinned_constant  # deferred: loads syft
-
+    def review(self) -> dict[str, tuple[str, str | None]]:
+        """Datasite name -> (review state, request id) of this session's request; the id is
+        what ``fedmugrep requests show|approve|deny`` take (or a prefix of it), ``None`` where
+        nothing was submitted. One lookup of the request's code per datasite serves both."""
         self._need_connected()
         run_id = self.run_id or self._saved_run_id()
-        out: dict[str, str | None] = {}
+        out = {}
         for name in self.targets:
-            out[name] = None
-            if run_id is None:
-                continue
-            with quiet_syft():
-                codes = self._codes(name, run_id, find_code, pinned_constant)
-                if not codes:
-                    continue
-                code_id = codes[-1].id
-                for request in self.clients[name].requests.get_all():
-                    try:
-                        linked = request.code_id
-                    except Exception:  # noqa: BLE001 - a request without code (not ours)
-                        continue
-                    if linked == code_id:
-                        out[name] = str(request.id).replace("-", "").lower()
-                        break
+            code = self._latest_code(name, run_id)
+            out[name] = (self._code_state(code), self._request_id(name, code))
         return out
 
     def require_approved(self) -> None:

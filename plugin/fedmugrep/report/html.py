@@ -348,6 +348,10 @@ def _bytes_ratio(history: list[dict[str, Any]], upload_rate: Any = None) -> str:
     )
 
 
+#: Section key -> its PNG's file name.
+_FIGURE_FILES = dict(FIGURES)
+
+
 def _sections(inputs: ReportInputs) -> list[_Section]:
     """The page's six sections, in order; a section whose input is missing says what is missing
     and which command writes it."""
@@ -373,7 +377,6 @@ def _training_section(inputs: ReportInputs) -> _Section:
     noised test metrics)."""
     rep = inputs.report
     miss = inputs.missing
-    files = dict(FIGURES)
     central = inputs.kind == "train-central"
     unit = "epoch" if central else "round"
     released = rep.get("federated_released", rep.get("released"))
@@ -387,12 +390,12 @@ def _training_section(inputs: ReportInputs) -> _Section:
         has_loss = any(r.get("train_loss") is not None for r in inputs.history)
         has_val = any(r.get("val_mae_log") is not None for r in inputs.history)
         if has_loss or has_val:
-            _draw(s, lambda: plots.training_curves(inputs.history), files["training"])
+            _draw(s, lambda: plots.training_curves(inputs.history), _FIGURE_FILES["training"])
         else:
             _draw(
                 s,
                 lambda: plots.private_releases(inputs.epsilon_curves, released, exact),
-                files["training"],
+                _FIGURE_FILES["training"],
             )
         per_round = any(c.per_round for c in inputs.epsilon_curves.values())
         notes = [
@@ -427,7 +430,7 @@ def _training_section(inputs: ReportInputs) -> _Section:
     else:
         has_loss = any(r.get("train_loss") is not None for r in inputs.history)
         has_val = any(r.get("val_mae_log") is not None for r in inputs.history)
-        _draw(s, lambda: plots.training_curves(inputs.history, unit), files["training"])
+        _draw(s, lambda: plots.training_curves(inputs.history, unit), _FIGURE_FILES["training"])
         notes = []
         if has_loss:
             notes.append(
@@ -461,13 +464,14 @@ def _training_section(inputs: ReportInputs) -> _Section:
 def _epsilon_section(inputs: ReportInputs) -> _Section:
     """Section 2: ε spent per datasite against its cap."""
     miss = inputs.missing
-    files = dict(FIGURES)
     s = _Section("epsilon", "2. Privacy budget spent per datasite")
     if "epsilon" in miss:
         s.missing = _missing_text(miss, "epsilon")
     else:
         _draw(
-            s, lambda: plots.epsilon_spent(inputs.epsilon_curves, inputs.privacy), files["epsilon"]
+            s,
+            lambda: plots.epsilon_spent(inputs.epsilon_curves, inputs.privacy),
+            _FIGURE_FILES["epsilon"],
         )
         per_round = all(c.per_round for c in inputs.epsilon_curves.values())
         s.caption = (
@@ -488,7 +492,6 @@ def _bytes_section(inputs: ReportInputs) -> _Section:
     """Section 3: bytes uploaded per round against the dense update."""
     rep = inputs.report
     miss = inputs.missing
-    files = dict(FIGURES)
     central = inputs.kind == "train-central"
     s = _Section("bytes", "3. Communication per round")
     if central:
@@ -500,7 +503,7 @@ def _bytes_section(inputs: ReportInputs) -> _Section:
     elif "history" in miss:
         s.missing = _missing_text(miss, "history")
     else:
-        _draw(s, lambda: plots.bytes_per_round(inputs.history), files["bytes"])
+        _draw(s, lambda: plots.bytes_per_round(inputs.history), _FIGURE_FILES["bytes"])
         if s.png is None:
             s.missing = (
                 f"{inputs.run_dir / 'report.json'}: the history has no bytes_up. To produce it: "
@@ -520,7 +523,6 @@ def _bytes_section(inputs: ReportInputs) -> _Section:
 def _map_section(inputs: ReportInputs) -> _Section:
     """Section 4: the city map of predicted prices and test errors."""
     miss = inputs.missing
-    files = dict(FIGURES)
     s = _Section("map", "4. City map: predicted price level and test error")
     if "communities" in miss or "predictions" in miss:
         s.missing = " ".join(
@@ -537,7 +539,7 @@ def _map_section(inputs: ReportInputs) -> _Section:
                 "`fedmugrep demo` so both come from the same city."
             )
         else:
-            _draw(s, lambda: plots.city_map(comms, preds[known]), files["map"])
+            _draw(s, lambda: plots.city_map(comms, preds[known]), _FIGURE_FILES["map"])
             s.caption = (
                 "Each dot is a community centre (longitude/latitude); its area grows with the "
                 "number of test sales there; district labels sit at the centre of their "
@@ -551,14 +553,13 @@ def _map_section(inputs: ReportInputs) -> _Section:
 def _calibration_section(inputs: ReportInputs) -> _Section:
     """Section 5: predicted against actual prices with the 80 % intervals."""
     miss = inputs.missing
-    files = dict(FIGURES)
     s = _Section("calibration", "5. Predicted vs actual price with 80% intervals")
     if "predictions" in miss:
         s.missing = _missing_text(miss, "predictions")
     else:
         preds = inputs.predictions
         assert preds is not None
-        _draw(s, lambda: plots.predicted_vs_actual(preds), files["calibration"])
+        _draw(s, lambda: plots.predicted_vs_actual(preds), _FIGURE_FILES["calibration"])
         cov = plots.coverage80(preds)
         s.caption = (
             f"Test sales (n = {len(preds)}): predicted median against the actual price, both "
@@ -573,7 +574,6 @@ def _sweep_section(inputs: ReportInputs) -> _Section:
     """Section 6: the privacy–utility sweep."""
     rep = inputs.report
     miss = inputs.missing
-    files = dict(FIGURES)
     s = _Section("sweep", "6. Privacy–utility trade-off")
     if "sweep" in miss:
         s.missing = _missing_text(miss, "sweep")
@@ -584,7 +584,7 @@ def _sweep_section(inputs: ReportInputs) -> _Section:
         cen_mape = (
             float(cen["mape"]) if isinstance(cen, Mapping) and cen.get("mape") is not None else None
         )
-        _draw(s, lambda: plots.privacy_utility(sweep, cen_mape), files["sweep"])
+        _draw(s, lambda: plots.privacy_utility(sweep, cen_mape), _FIGURE_FILES["sweep"])
         summ = plots.sweep_summary(sweep)
         rows = [
             [
